@@ -1,0 +1,300 @@
+"""mmads configuration: one YAML file plus ``MMADS_*`` environment overrides, validated by pydantic.
+
+Precedence (lowest to highest): defaults in the models below, the YAML file (``--config`` or
+``MMADS_CONFIG``), then environment variables. An override names a nested key with ``__``:
+``MMADS_KAFKA__PORT=29092`` sets ``kafka.port``; top-level keys are plain: ``MMADS_STATE_DIR``.
+Unknown keys anywhere are an error that names the key and the value. Secrets never live in the
+file: fields ending in ``_env`` name the environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from infra.errors import ConfigError
+
+ENV_PREFIX = "MMADS_"
+CONFIG_ENV = "MMADS_CONFIG"
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicsConfig(_Section):
+    """Kafka topic names (dead-letter topics are ``<name>.dlq``)."""
+
+    items: str = "items"
+    behaviors: str = "behaviors"
+    impressions: str = "impressions"
+    behavior_changelog: str = "behaviors.state"
+
+
+class KafkaConfig(_Section):
+    """Broker: the embedded Tansu broker, or an external cluster when ``bootstrap_servers`` is set."""
+
+    bootstrap_servers: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=19092, ge=1, le=65535)
+    partitions: int = Field(default=4, ge=1)
+    group_prefix: str = "mmads"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username_env: str = "MMADS_KAFKA_USERNAME"
+    sasl_password_env: str = "MMADS_KAFKA_PASSWORD"
+    ssl_cafile: str | None = None
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    fetch_max_wait_ms: int = Field(default=10, ge=0)
+    topics: TopicsConfig = TopicsConfig()
+
+    @property
+    def embedded(self) -> bool:
+        """True when mmads starts its own broker."""
+        return self.bootstrap_servers is None
+
+    @property
+    def servers(self) -> str:
+        """The bootstrap servers clients connect to."""
+        return self.bootstrap_servers or f"{self.host}:{self.port}"
+
+    def client_options(self) -> dict[str, Any]:
+        """Security options for kafka-python clients; credentials come from the environment."""
+        opts: dict[str, Any] = {"bootstrap_servers": self.servers.split(",")}
+        if self.security_protocol != "PLAINTEXT":
+            opts["security_protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = os.environ.get(self.sasl_username_env)
+            opts["sasl_plain_password"] = os.environ.get(self.sasl_password_env)
+        if self.ssl_cafile:
+            opts["ssl_cafile"] = self.ssl_cafile
+        return opts
+
+
+IndexType = Literal["HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX"]
+
+
+class MilvusConfig(_Section):
+    """Vector index: the embedded Milvus Lite server, or an external Milvus when ``uri`` is set."""
+
+    uri: str | None = None
+    token_env: str = "MMADS_MILVUS_TOKEN"
+    host: str = "127.0.0.1"
+    port: int = Field(default=19540, ge=1, le=65535)
+    collection: str = "item_embeddings"
+    index_type: IndexType = "HNSW"
+    hnsw_m: int = Field(default=16, ge=4)
+    hnsw_ef_construction: int = Field(default=128, ge=8)
+    search_ef: int = Field(default=64, ge=8)
+    flush_interval_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def embedded(self) -> bool:
+        """True when mmads starts its own Milvus Lite server."""
+        return self.uri is None
+
+    @property
+    def address(self) -> str:
+        """The URI clients connect to."""
+        return self.uri or f"http://{self.host}:{self.port}"
+
+    def token(self) -> str:
+        """The access token from the environment ('' when unset)."""
+        return os.environ.get(self.token_env, "")
+
+
+class FeastConfig(_Section):
+    """Feature store: SQLite or Redis online store; parquet files read by the duckdb or file store."""
+
+    project: str = "mmads"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "127.0.0.1:6379"
+    redis_type: Literal["redis", "redis_cluster"] = "redis"
+    offline_store: Literal["duckdb", "file"] = "duckdb"
+    item_ttl_days: int = Field(default=3650, ge=1)
+    user_ttl_days: int = Field(default=3650, ge=1)
+    entity_key_serialization_version: int = 3
+
+
+class SCLConfig(_Section):
+    """SCL encoder pre-training (see DESIGN.md, SCL)."""
+
+    image_size: int = Field(default=64, ge=16)
+    text_max_tokens: int = Field(default=32, ge=4)
+    temperature: float = Field(default=0.07, gt=0)
+    learn_temperature: bool = False
+    queue_size: int = Field(default=4096, ge=0)
+    momentum: float = Field(default=0.995, ge=0, le=1)
+    hard_negative_weight: float = Field(default=0.5, ge=0)
+    hard_negative_margin: float = Field(default=0.2, ge=0)
+    batch_size: int = Field(default=128, ge=2)
+    epochs: int = Field(default=3, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    trainable_text_layers: int = Field(default=0, ge=0, le=6)
+    fusion: Literal["mean", "concat"] = "mean"
+
+
+class CTRConfig(_Section):
+    """CTR models (ID model, SimTier, MAKE) and LightGBM."""
+
+    id_dim: int = Field(default=16, ge=2)
+    mlp_hidden: tuple[int, ...] = (128, 64)
+    batch_size: int = Field(default=1024, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    id_epochs: int = Field(default=1, ge=1)
+    make_epochs: int = Field(default=8, ge=1)
+    make_patience: int = Field(default=2, ge=1)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    seeds: int = Field(default=1, ge=1)
+    bootstrap: int = Field(default=200, ge=10)
+    lgbm_rounds: int = Field(default=300, ge=1)
+
+
+class ModelConfig(_Section):
+    """Shared model dimensions, and the SCL and CTR sections."""
+
+    dim: int = Field(default=64, ge=2)
+    history_len: int = Field(default=50, ge=1)
+    n_tiers: int = Field(default=10, ge=2)
+    seed: int = 0
+    scl: SCLConfig = SCLConfig()
+    ctr: CTRConfig = CTRConfig()
+
+
+class DataConfig(_Section):
+    """Dataset handling: the time cut between train and test."""
+
+    cut_quantile: float = Field(default=0.8, gt=0, lt=1)
+    cut_time: datetime | None = None
+
+    @field_validator("cut_time")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("cut_time must carry a timezone (UTC)")
+        return v
+
+
+class StreamingConfig(_Section):
+    """Consumer loops: micro-batching, retries and the behavior job's retry buffer."""
+
+    batch_size: int = Field(default=64, ge=1)
+    max_wait_ms: int = Field(default=50, ge=1)
+    behavior_batch_size: int = Field(default=2000, ge=1)
+    retry_buffer_size: int = Field(default=10000, ge=1)
+    retry_max_wait_s: float = Field(default=10.0, gt=0)
+    offline_flush_rows: int = Field(default=20000, ge=1)
+    offline_flush_s: float = Field(default=5.0, gt=0)
+    max_backoff_s: float = Field(default=10.0, gt=0)
+    stats_interval_s: float = Field(default=5.0, gt=0)
+    processes: int = Field(default=1, ge=1)
+
+
+class ServingConfig(_Section):
+    """The ranking HTTP service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=1, le=65535)
+    token_env: str = "MMADS_SERVING_TOKEN"
+    max_candidates: int = Field(default=1000, ge=1)
+    max_k: int = Field(default=500, ge=1)
+
+
+class MmadsConfig(_Section):
+    """The whole configuration."""
+
+    profile: Literal["embedded", "cluster"] = "embedded"
+    state_dir: Path = Path(".mmads")
+    kafka: KafkaConfig = KafkaConfig()
+    milvus: MilvusConfig = MilvusConfig()
+    feast: FeastConfig = FeastConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    streaming: StreamingConfig = StreamingConfig()
+    serving: ServingConfig = ServingConfig()
+
+    def with_overrides(self, **changes: Any) -> MmadsConfig:
+        """Return a validated copy with nested overrides, e.g. ``{"kafka": {"port": 1}}``."""
+        merged = _deep_merge(self.model_dump(mode="python"), changes)
+        return _validate(merged, {})
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Turn ``MMADS_A__B=v`` into ``{"a": {"b": v}}``; returns the tree and key -> variable name."""
+    top_level = set(MmadsConfig.model_fields)
+    tree: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        if "__" not in rest and rest not in top_level:
+            continue  # e.g. MMADS_SERVING_TOKEN: a secret named by a *_env field, not an override
+        path = tuple(rest.split("__"))
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another override")
+        node[path[-1]] = yaml.safe_load(value) if value != "" else None
+        origin[path] = name
+    return tree, origin
+
+
+def _validate(raw: dict[str, Any], origin: Mapping[tuple[str, ...], str]) -> MmadsConfig:
+    try:
+        return MmadsConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            key = ".".join(loc)
+            where = f" (from {origin[loc]})" if loc in origin else ""
+            lines.append(f"config key '{key}' = {err.get('input')!r}{where}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> MmadsConfig:
+    """Load and validate the configuration.
+
+    Args:
+        path: a YAML file; defaults to ``$MMADS_CONFIG``, else the shipped default file.
+        env: the environment to read ``MMADS_*`` overrides from (default ``os.environ``).
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or a key or value is invalid.
+    """
+    env = os.environ if env is None else env
+    file = Path(path) if path else Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else DEFAULT_CONFIG_FILE
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {file} must hold a mapping at the top level")
+    overrides, origin = _env_overrides(env)
+    return _validate(_deep_merge(raw, overrides), origin)
