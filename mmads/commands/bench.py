@@ -1,0 +1,36 @@
+"""``mmads bench NAME [--quick] [--json FILE]``: run a benchmark from ``benchmarks/``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+from infra.errors import MmadsError
+
+BENCHMARKS = ("encoders", "streaming", "features", "training", "serving")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` verb."""
+    p = sub.add_parser("bench", help="run a performance benchmark and print a table")
+    p.add_argument("name", choices=BENCHMARKS)
+    p.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module(f"benchmarks.bench_{args.name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"benchmarks.bench_{args.name}":
+            raise MmadsError(f"benchmark '{args.name}' is not implemented yet") from None
+        raise
+    results = module.run(quick=args.quick)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+        print(f"wrote {args.json}")
+    return 0

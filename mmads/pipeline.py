@@ -1,0 +1,182 @@
+"""The main job: every part of mmads composed end to end on one dataset, writing a report.
+
+validate data -> stack up -> SCL pre-train + eval -> start the streaming jobs (processes) -> replay items,
+behaviors and impressions through Kafka -> wait until the jobs caught up -> training set by Feast
+historical retrieval -> CTR models -> serving checks -> report -> stack down (unless --keep-running).
+Each stage prints a one-line result; a failing stage stops the run naming the stage and its cause,
+leaves its logs in RUN_DIR/logs and stops the stack it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra import stack as infra_stack
+from infra.config import MmadsConfig
+from infra.dataset import Dataset, load_dataset, time_cut
+from infra.processes import start_process
+from mmads.stages import Stage, StageFailedError, StageRunner, dataset_manifest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """What the stages share: config, paths and the results of earlier stages."""
+
+    cfg: MmadsConfig
+    data_dir: Path
+    run_dir: Path
+    keep_running: bool
+    runner: StageRunner | None = None
+    _dataset: Dataset | None = field(default=None, repr=False)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The validated dataset (loaded once)."""
+        if self._dataset is None:
+            self._dataset = load_dataset(self.data_dir)
+        return self._dataset
+
+    def result(self, stage: str) -> dict[str, Any]:
+        """The result of an earlier stage."""
+        if self.runner is None or stage not in self.runner.results:
+            raise KeyError(f"stage {stage} has not run")
+        return self.runner.results[stage]
+
+    @property
+    def config_file(self) -> Path:
+        """The run's config as YAML: the streaming processes and the service read it."""
+        return self.run_dir / "config.yaml"
+
+
+def _validate(ctx: RunContext) -> dict[str, Any]:
+    ds = load_dataset(ctx.data_dir, decode_images=True)
+    ctx._dataset = ds
+    cut = time_cut(ds.impressions, ctx.cfg.data.cut_quantile, ctx.cfg.data.cut_time)
+    new_items = ds.items["created_at"] > cut
+    test = ds.impressions[ds.impressions["ts"] >= cut]
+    new_ids = set(ds.items.loc[new_items, "item_id"].tolist())
+    return {
+        "items": len(ds.items),
+        "users": int(ds.impressions["user_id"].nunique()),
+        "behaviors": len(ds.behaviors),
+        "impressions": len(ds.impressions),
+        "queries": len(ds.queries),
+        "cut_time": cut.isoformat(),
+        "new_item_share": round(float(new_items.mean()), 4),
+        "test_impressions": len(test),
+        "test_impressions_new_item_share": round(float(test["item_id"].isin(new_ids).mean()), 4)
+        if len(test) else 0.0,
+        "has_images": ds.has_images,
+        "image_tower": "used" if ds.has_images else "skipped (text-only dataset)",
+    }
+
+
+def _stack_up(ctx: RunContext) -> dict[str, Any]:
+    from mmads.commands.stack import stack_up
+
+    rows = stack_up(ctx.cfg)
+    return {"parts": {r.part: r.healthy for r in rows}, "endpoints": {r.part: r.endpoint for r in rows}}
+
+
+def _stack_down(ctx: RunContext) -> dict[str, Any]:
+    if ctx.keep_running:
+        return {"stopped": [], "kept_running": True}
+    return {"stopped": infra_stack.down(ctx.cfg), "kept_running": False}
+
+
+def _peak_rss_gib() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) / 1024 / 1024, 2)
+
+
+def build_stages() -> list[Stage]:
+    """The main job's stages, in order."""
+    return [
+        Stage("validate", _validate, lambda r: (
+            f"{r['items']} items, {r['users']} users, {r['behaviors']} behaviors, {r['impressions']} "
+            f"impressions, {r['queries']} queries; cut {r['cut_time']}; new items {r['new_item_share']:.0%}; "
+            f"image tower {r['image_tower']}"), cacheable=False),
+        Stage("stack_up", _stack_up, lambda r: "healthy: " + ", ".join(
+            f"{k}={'ok' if v else 'DOWN'}" for k, v in r["parts"].items()), cacheable=False),
+        Stage("stack_down", _stack_down, lambda r: "kept running" if r["kept_running"] else
+              "stopped " + (", ".join(r["stopped"]) or "nothing"), cacheable=False),
+    ]
+
+
+STAGE_NAMES = ("validate", "stack_up", "scl", "streaming", "replay", "catch_up", "training_set",
+               "train", "serve", "report", "stack_down")
+
+
+def _run_config(cfg: MmadsConfig, run_dir: Path) -> MmadsConfig:
+    """The run's config: state (Milvus data, Feast repo, logs) lives under RUN_DIR/state."""
+    return cfg.with_overrides(state_dir=(run_dir / "state").resolve())
+
+
+def _setup_run_logging(run_dir: Path) -> logging.Handler:
+    logs = run_dir / "state" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    link = run_dir / "logs"
+    if not link.exists():
+        link.symlink_to(Path("state") / "logs")
+    handler = logging.FileHandler(logs / "run.log")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+    return handler
+
+
+def run_pipeline(
+    cfg: MmadsConfig,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    from_stage: str | None = None,
+    keep_running: bool = False,
+) -> dict[str, Any]:
+    """Run the main job; returns the report (also written to RUN_DIR/report.json).
+
+    Raises:
+        StageFailedError: a stage failed; the stack this run started has been stopped.
+    """
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = _run_config(cfg, run_dir)
+    handler = _setup_run_logging(run_dir)
+    ctx = RunContext(cfg=cfg, data_dir=Path(data_dir).resolve(), run_dir=run_dir, keep_running=keep_running)
+    ctx.config_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    base = f"{dataset_manifest(ctx.data_dir)}|{cfg.model_dump_json()}"
+    ctx.runner = StageRunner(run_dir, base, from_stage=from_stage)
+    t0 = time.perf_counter()
+    try:
+        for stage in build_stages():
+            ctx.runner.execute(stage, ctx)
+    except StageFailedError as exc:
+        print(f"[{exc.stage}] FAILED: {exc.cause}; logs in {run_dir / 'logs'}", file=sys.stderr)
+        infra_stack.down(cfg)
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+    timings = dict(ctx.runner.timings)
+    timings["total"] = round(time.perf_counter() - t0, 2)
+    timings["peak_rss_gib"] = _peak_rss_gib()
+    report = {"data": ctx.runner.results.get("validate", {}), "timings": timings}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    logger.info("report written to %s (pid %d)", run_dir / "report.json", os.getpid())
+    return report
+
+
+__all__ = ["RunContext", "STAGE_NAMES", "build_stages", "run_pipeline", "start_process"]

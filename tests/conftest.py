@@ -1,0 +1,29 @@
+"""Shared fixtures: a real embedded stack (Tansu + Milvus Lite) on free loopback ports."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra import stack
+from infra.config import MmadsConfig
+from tests.support import make_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def stack_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MmadsConfig]:
+    """A running embedded stack for the whole session (stopped at the end)."""
+    cfg = make_config(tmp_path_factory.mktemp("stack"))
+    stack.up(cfg)
+    try:
+        yield cfg
+    finally:
+        stack.down(cfg)
