@@ -16,7 +16,7 @@ from pathlib import Path
 
 from infra.config import MmadsConfig
 from infra.errors import StackError, StackNotRunningError
-from infra.processes import list_records, live_record, pid_alive, start_process, stop_process
+from infra.processes import list_records, live_record, pid_alive, port_open, start_process, stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ def probe_kafka(cfg: MmadsConfig, timeout_s: float = 5.0) -> PartStatus:
     from kafka.errors import KafkaError
 
     ep = cfg.kafka.servers
+    # kafka-python retries a dead bootstrap address for ~30 s: a TCP connect answers at once
+    addrs = [a.rsplit(":", 1) for a in ep.split(",")]
+    if not any(port_open(h.strip(), int(p), timeout=min(timeout_s, 2.0)) for h, p in addrs):
+        return PartStatus("kafka", False, ep, "unreachable: connection refused")
     try:
         admin = KafkaAdminClient(**cfg.kafka.client_options(), request_timeout_ms=int(timeout_s * 1000),
                                  client_id="mmads-probe")
@@ -94,12 +98,20 @@ def probe_kafka(cfg: MmadsConfig, timeout_s: float = 5.0) -> PartStatus:
     return PartStatus("kafka", True, ep, f"{len(topics)} topics")
 
 
+def _split_hostport(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)
+
+
 def probe_milvus(cfg: MmadsConfig, timeout_s: float = 5.0) -> PartStatus:
     """List the collections of the Milvus server."""
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
     ep = cfg.milvus.address
+    hostport = ep.split("://", 1)[-1].split("/", 1)[0]
+    if ep.startswith("http") and ":" in hostport and not port_open(*_split_hostport(hostport), timeout=2.0):
+        return PartStatus("milvus", False, ep, "unreachable: connection refused")
     try:
         client = MilvusClient(uri=ep, token=cfg.milvus.token(), timeout=timeout_s)
         try:

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from infra.errors import DatasetError, MmadsError
@@ -56,8 +57,20 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
         module.register(sub)
 
 
+def _quiet_warnings() -> None:
+    """Silence library warnings that say nothing to an mmads user.
+
+    They are deprecations inside kafka-python, Feast's 'experimental' notice for on-demand views and
+    a pydantic shadowing notice in Feast's Milvus store.
+    """
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*On demand feature view is an experimental feature.*")
+    warnings.filterwarnings("ignore", message=".*shadows an attribute in parent.*")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmads`` console script."""
+    _quiet_warnings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()

@@ -22,12 +22,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(handler=_status)
 
 
+def _definitions_fingerprint(cfg: MmadsConfig) -> str:
+    """Hash of what ``feast apply`` depends on: the repo's sources and the config."""
+    import hashlib
+    from pathlib import Path
+
+    import feature_repo
+
+    h = hashlib.sha256(cfg.model_dump_json(include={"feast", "model", "state_dir"}).encode())
+    for src in sorted(Path(feature_repo.__file__).parent.glob("*.py")):
+        h.update(src.read_bytes())
+    return h.hexdigest()
+
+
 def stack_up(cfg: MmadsConfig) -> list[infra_stack.PartStatus]:
-    """Start the services and apply the Feast repo; returns the status rows."""
+    """Start the services and apply the Feast repo (skipped when already applied unchanged).
+
+    Returns:
+        The status rows of every part, Feast included.
+    """
+    from feature_repo.data_sources import repo_dir
     from feature_repo.store import apply_repo
 
     rows = infra_stack.up(cfg)
-    apply_repo(cfg)
+    stamp = repo_dir(cfg) / ".applied"
+    fingerprint = _definitions_fingerprint(cfg)
+    registry = repo_dir(cfg) / "registry.db"
+    if not (registry.is_file() and stamp.is_file() and stamp.read_text() == fingerprint):
+        apply_repo(cfg)
+        stamp.write_text(fingerprint)
     return rows + [feast_status(cfg)]
 
 

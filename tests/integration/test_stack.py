@@ -123,6 +123,8 @@ def test_port_in_use_is_one_line(tmp_path: Path):
 
 
 def test_stale_pid_record_is_cleaned(tmp_path: Path):
+    from infra import stack
+
     cfg = make_config(tmp_path / "state")
     run = cfg.state_dir / "run"
     run.mkdir(parents=True)
@@ -131,13 +133,12 @@ def test_stale_pid_record_is_cleaned(tmp_path: Path):
     (run / "tansu.json").write_text(json.dumps({
         "name": "tansu", "pid": dead.pid, "argv": ["tansu"], "role": "service", "log": "x",
         "host": "127.0.0.1", "port": free_port(), "started_at": 0.0}))
-    res = _mmads(cfg, "stack", "up")
     try:
-        assert res.returncode == 0, res.stderr
+        stack.up(cfg)
         rec = read_record(cfg.state_dir, "tansu")
         assert rec is not None and rec.pid != dead.pid and pid_alive(rec.pid)
     finally:
-        _mmads(cfg, "stack", "down")
+        stack.down(cfg)
 
 
 def test_external_endpoint_that_does_not_answer(tmp_path: Path):
