@@ -111,6 +111,28 @@ def _check_ids(file: str, df: pd.DataFrame, col: str, known: set[int] | np.ndarr
         problems.append(f"{file}: {col} is negative at {_fmt_rows(_rows(neg), int(neg.sum()))}")
 
 
+def _check_clicked_lists(col: pd.Series, known: set[int], problems: list[str]) -> None:
+    """``clicked_item_ids``: each value null or a list of existing item ids."""
+    bad_type: list[int] = []
+    flat: list[int] = []
+    for row, lst in enumerate(col.tolist()):
+        if lst is None:
+            continue
+        values = list(lst) if isinstance(lst, list | tuple | np.ndarray) else None
+        if values is None or not all(isinstance(v, int | np.integer) for v in values):
+            bad_type.append(row)
+            continue
+        flat.extend(int(v) for v in values)
+    if bad_type:
+        problems.append(
+            "queries.parquet: clicked_item_ids must be lists of integer item ids at "
+            + _fmt_rows(bad_type[:MAX_PROBLEMS_PER_CHECK], len(bad_type))
+        )
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        problems.append(f"queries.parquet: clicked_item_ids refer to unknown items {unknown[:20]}")
+
+
 def _check_images(root: Path, file: str, df: pd.DataFrame, col: str, problems: list[str], decode: bool) -> None:
     from PIL import Image, UnidentifiedImageError
 
@@ -187,10 +209,7 @@ def validate_dataset(root: str | Path, *, decode_images: bool = True) -> tuple[l
                 _check_ids(file, frames[file], "item_id", known, problems)
         q = frames.get("queries.parquet")
         if q is not None and "clicked_item_ids" in q.columns:
-            flat = [int(v) for lst in q["clicked_item_ids"].dropna() for v in lst]
-            unknown = sorted(set(flat) - known)
-            if unknown:
-                problems.append(f"queries.parquet: clicked_item_ids refer to unknown items {unknown[:20]}")
+            _check_clicked_lists(q["clicked_item_ids"], known, problems)
         if "image_path" in items.columns:
             _check_images(root, "items.parquet", items, "image_path", problems, decode_images)
     queries = frames.get("queries.parquet")
@@ -241,5 +260,6 @@ def time_cut(
     """The train/test cut: an explicit time, else the given quantile of impression ``ts``."""
     if cut_time is not None:
         return pd.Timestamp(cut_time).tz_convert("UTC")
-    ts = impressions["ts"].astype("int64")
+    # as_unit("ns"): parquet timestamps load as microseconds, and a bare integer is read as ns
+    ts = impressions["ts"].dt.as_unit("ns").astype("int64")
     return pd.Timestamp(int(np.quantile(ts.to_numpy(), quantile)), tz="UTC")
