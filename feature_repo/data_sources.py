@@ -1,0 +1,44 @@
+"""Feast data sources: parquet part-file directories (offline) and the push sources in front of them.
+
+Layout under ``cfg.state_dir / "feature_repo"``: ``offline/<view>/part-*.parquet``. Writers append a
+part file (never rewrite), and both the duckdb and the file (Dask) offline store read the glob.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from feast import FileSource, PushSource
+from feast.data_format import ParquetFormat
+
+from feature_repo.schema import ITEM_PUSH, ITEM_VIEW, TS_FIELD, USER_PUSH, USER_VIEW
+from infra.config import MmadsConfig
+
+
+def repo_dir(cfg: MmadsConfig) -> Path:
+    """The Feast repo directory (absolute): ``<state_dir>/feature_repo``."""
+    return (Path(cfg.state_dir) / "feature_repo").resolve()
+
+
+def offline_dir(cfg: MmadsConfig, view: str) -> Path:
+    """The directory of parquet part files backing ``view``."""
+    return repo_dir(cfg) / "offline" / view
+
+
+def _parquet_source(cfg: MmadsConfig, view: str) -> FileSource:
+    return FileSource(
+        name=f"{view}_offline",
+        path=str(offline_dir(cfg, view) / "*.parquet"),
+        file_format=ParquetFormat(),
+        timestamp_field=TS_FIELD,
+    )
+
+
+def item_embeddings_push(cfg: MmadsConfig) -> PushSource:
+    """Push source of ``item_embeddings``, batch-backed by the item part files."""
+    return PushSource(name=ITEM_PUSH, batch_source=_parquet_source(cfg, ITEM_VIEW))
+
+
+def user_behavior_push(cfg: MmadsConfig) -> PushSource:
+    """Push source of ``user_behavior``, batch-backed by the history snapshot part files."""
+    return PushSource(name=USER_PUSH, batch_source=_parquet_source(cfg, USER_VIEW))

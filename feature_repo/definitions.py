@@ -1,0 +1,30 @@
+"""All Feast objects of the mmads feature repo, built from the configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feature_repo import entities
+from feature_repo.features import item_embeddings_view, user_behavior_view
+from feature_repo.on_demand import simtier_view
+from feature_repo.services import ctr_services
+from infra.config import MmadsConfig
+
+
+def build_definitions(cfg: MmadsConfig) -> list[Any]:
+    """Every Feast object to apply: entities, push sources, views, the ODFV and the services.
+
+    Args:
+        cfg: the configuration (paths under ``cfg.state_dir``, dim, n_tiers, TTLs).
+
+    Returns:
+        ``[user, item, item push source, user push source, item_embeddings, user_behavior,
+        simtier, ctr_training, ctr_serving]``.
+    """
+    items = item_embeddings_view(cfg)
+    users = user_behavior_view(cfg)
+    odfv = simtier_view(cfg, items, users)
+    return [
+        entities.user, entities.item, items.stream_source, users.stream_source,
+        items, users, odfv, *ctr_services(items, users, odfv),
+    ]

@@ -1,0 +1,221 @@
+"""The behavior-history step: one pure function that streaming (online) and training (batch) share.
+
+A user's state is the ids of the last ``N`` items they acted on, newest first, and the time of
+their latest event. :func:`step` folds one behavior event into it and returns the new state and a
+snapshot (the row the ``user_behavior`` feature view stores). :func:`history_snapshots` runs the
+same :func:`step` over a behaviors frame, which is how training sets are built from files.
+
+Policy (documented contract):
+
+* **all actions count** (click, cart, purchase);
+* **a repeated item moves to the front**; the history never holds duplicates;
+* the history is **capped at N** (the oldest item drops out);
+* events are applied in arrival order; the state's ``last_event_ts`` is the maximum event time
+  seen, and a snapshot's ``event_timestamp`` is that maximum, so snapshot times never go back and a
+  late event can never put later items into an earlier snapshot (no leakage);
+* snapshots with equal ``event_timestamp`` for one user: the last one wins (Feast keeps one row).
+
+Vectors are not part of the state: ``hist_emb_flat`` is built from the item vectors by id
+(:class:`ItemVectors`). Its layout is ``len(hist_item_ids) x d`` floats, row-major, newest first,
+NOT padded to ``N``; a history item without a vector contributes a zero vector (which
+:func:`feature_repo.simtier.simtier` ignores).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from infra.errors import FeatureError
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_COLUMNS = ["user_id", "hist_item_ids", "last_event_ts", "event_timestamp"]
+
+
+@dataclass(frozen=True)
+class BehaviorEvent:
+    """One behavior: a user acted on an item at ``ts`` (a UTC ``pd.Timestamp``)."""
+
+    user_id: int
+    item_id: int
+    action: str
+    ts: pd.Timestamp
+
+
+@dataclass(frozen=True)
+class HistoryState:
+    """Per-user history: item ids newest first (at most ``n``) and the latest event time.
+
+    Attributes:
+        n: the cap ``N`` on the history length.
+        item_ids: item ids, newest first, no duplicates.
+        last_event_ts: the maximum event time seen, or None for a user with no events yet.
+    """
+
+    n: int
+    item_ids: tuple[int, ...] = field(default=())
+    last_event_ts: pd.Timestamp | None = None
+
+    @classmethod
+    def empty(cls, n: int) -> HistoryState:
+        """The state of a user with no events, capped at ``n``."""
+        if n < 1:
+            raise FeatureError(f"history cap n must be >= 1, got {n}")
+        return cls(n=n)
+
+
+@dataclass(frozen=True)
+class HistorySnapshot:
+    """The user_behavior row after one event (``hist_item_ids`` newest first)."""
+
+    user_id: int
+    hist_item_ids: tuple[int, ...]
+    last_event_ts: pd.Timestamp
+    event_timestamp: pd.Timestamp
+
+
+def step(state: HistoryState, event: BehaviorEvent) -> tuple[HistoryState, HistorySnapshot]:
+    """Fold one behavior event into a user's history state.
+
+    Args:
+        state: the user's current state (``HistoryState.empty(n)`` for a new user).
+        event: the behavior event of that user.
+
+    Returns:
+        ``(new_state, snapshot)``; the snapshot's ``event_timestamp`` equals the new state's
+        ``last_event_ts``.
+    """
+    item = int(event.item_id)
+    rest = tuple(i for i in state.item_ids if i != item)
+    ids = ((item,) + rest)[: state.n]
+    ts = event.ts if state.last_event_ts is None else max(state.last_event_ts, event.ts)
+    new = HistoryState(n=state.n, item_ids=ids, last_event_ts=ts)
+    return new, HistorySnapshot(
+        user_id=int(event.user_id), hist_item_ids=ids, last_event_ts=ts, event_timestamp=ts
+    )
+
+
+def history_snapshots(behaviors: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Run :func:`step` over a behaviors frame in time order: one snapshot row per event.
+
+    Args:
+        behaviors: columns ``user_id``, ``item_id``, ``action``, ``ts`` (UTC timestamps).
+        n: the history cap ``N``.
+
+    Returns:
+        Columns ``user_id`` int64, ``hist_item_ids`` (lists of int, newest first, ``<= n``),
+        ``last_event_ts`` and ``event_timestamp`` (UTC), in the order the events were applied
+        (sorted by ``ts``, stable).
+    """
+    missing = {"user_id", "item_id", "action", "ts"} - set(behaviors.columns)
+    if missing:
+        raise FeatureError(f"behaviors frame lacks columns {sorted(missing)}")
+    ordered = behaviors.sort_values("ts", kind="stable")
+    states: dict[int, HistoryState] = {}
+    rows: list[HistorySnapshot] = []
+    empty = HistoryState.empty(n)
+    for user, item, action, ts in zip(
+        ordered["user_id"].to_numpy(), ordered["item_id"].to_numpy(),
+        ordered["action"].to_numpy(), ordered["ts"], strict=True,
+    ):
+        uid = int(user)
+        state, snap = step(states.get(uid, empty), BehaviorEvent(uid, int(item), str(action), ts))
+        states[uid] = state
+        rows.append(snap)
+    out = pd.DataFrame({
+        "user_id": np.fromiter((r.user_id for r in rows), dtype=np.int64, count=len(rows)),
+        "hist_item_ids": [list(r.hist_item_ids) for r in rows],
+        "last_event_ts": pd.to_datetime([r.last_event_ts for r in rows], utc=True),
+        "event_timestamp": pd.to_datetime([r.event_timestamp for r in rows], utc=True),
+    })
+    logger.debug("history step: %d events, %d users", len(rows), len(states))
+    return out
+
+
+class ItemVectors:
+    """Item vectors indexed by id, for gathering history vectors (not part of the pure state).
+
+    Args:
+        item_ids: ``(M,)`` item ids (unique).
+        vectors: ``(M, d)`` float32 vectors, row i belongs to ``item_ids[i]``.
+    """
+
+    def __init__(self, item_ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(item_ids, dtype=np.int64)
+        mat = np.asarray(vectors, dtype=np.float32)
+        if mat.ndim != 2 or mat.shape[0] != ids.shape[0]:
+            raise FeatureError(f"ItemVectors needs (M,) ids and (M, d) vectors, got {ids.shape}, {mat.shape}")
+        if len(np.unique(ids)) != len(ids):
+            raise FeatureError("ItemVectors item ids must be unique")
+        order = np.argsort(ids, kind="stable")
+        self.ids = ids[order]
+        # Row 0 is the zero vector for unknown ids; known ids start at row 1.
+        self.matrix = np.vstack([np.zeros((1, mat.shape[1]), np.float32), mat[order]])
+        self.dim = int(mat.shape[1])
+        # Dense id -> row lookup when ids are small non-negative ints (the usual case): O(1) per id.
+        self._dense: np.ndarray | None = None
+        if len(ids) and ids.min() >= 0 and ids.max() <= max(4 * len(ids), 1 << 20):
+            self._dense = np.zeros(int(ids.max()) + 1, dtype=np.int64)
+            self._dense[self.ids] = np.arange(1, len(ids) + 1)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row numbers in :attr:`matrix` for ``ids`` (0, the zero vector, for unknown ids)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.zeros(ids.shape, dtype=np.int64)
+        if self._dense is not None:
+            inside = (ids >= 0) & (ids < len(self._dense))
+            return np.where(inside, self._dense[np.where(inside, ids, 0)], 0)
+        pos = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return np.where(self.ids[pos] == ids, pos + 1, 0)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask: which ``ids`` have a vector."""
+        return self.rows(ids) > 0
+
+    def gather(
+        self, histories: Iterable[Sequence[int] | np.ndarray | None], n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """History vectors for many users, zero-padded to ``n``.
+
+        Args:
+            histories: per row, the history item ids (newest first); None means empty.
+            n: the padded length ``N`` (longer histories are cut to ``n``).
+
+        Returns:
+            ``(vectors (B, n, d) float32, lengths (B,) int64)``.
+        """
+        hist = [np.asarray(h if h is not None else (), dtype=np.int64) for h in histories]
+        lengths = np.fromiter((len(h) for h in hist), dtype=np.int64, count=len(hist))
+        flat = np.concatenate(hist) if lengths.sum() else np.zeros(0, np.int64)
+        idx, lengths = self.index_matrix(lengths, flat, n)
+        return self.matrix[idx], lengths
+
+    def index_matrix(self, lengths: np.ndarray, flat_ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row numbers of ragged histories (Arrow list layout), padded/cut to ``n``; no Python loop.
+
+        Args:
+            lengths: ``(B,)`` history lengths.
+            flat_ids: the concatenated item ids, ``lengths.sum()`` of them.
+            n: the padded length ``N``.
+
+        Returns:
+            ``(idx (B, n) int64 rows into :attr:`matrix` (0 = zero vector), lengths cut to n)``.
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else np.zeros(0, np.int64)
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        pos = np.arange(len(row)) - np.repeat(starts, lengths)
+        keep = pos < n
+        idx = np.zeros((len(lengths), n), dtype=np.int64)
+        idx[row[keep], pos[keep]] = self.rows(np.asarray(flat_ids, dtype=np.int64)[keep])
+        return idx, np.minimum(lengths, n)
+
+    def flat(self, hist_item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``hist_emb_flat`` for one history: ``(len * d,)`` float32, zeros for unknown items."""
+        return self.matrix[self.rows(np.asarray(hist_item_ids, dtype=np.int64))].ravel()

@@ -1,0 +1,42 @@
+"""Column names and Arrow schemas of the two stored feature views (offline parquet and online rows).
+
+``item_embeddings`` rows: ``item_id``, ``emb`` (d float32), ``category``, ``created_at``,
+``event_timestamp`` (= the item's ``created_at`` when built from files, the write time when streamed).
+``user_behavior`` rows: ``user_id``, ``hist_item_ids`` (newest first, <= N), ``hist_emb_flat``
+(``len(hist_item_ids) x d`` float32, see :mod:`feature_repo.history`), ``last_event_ts``,
+``event_timestamp``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+ITEM_VIEW = "item_embeddings"
+USER_VIEW = "user_behavior"
+SIMTIER_VIEW = "simtier"
+ITEM_PUSH = "item_embeddings_push"
+USER_PUSH = "user_behavior_push"
+TRAINING_SERVICE = "ctr_training"
+SERVING_SERVICE = "ctr_serving"
+
+TS_FIELD = "event_timestamp"
+ITEM_COLUMNS = ["item_id", "emb", "category", "created_at", TS_FIELD]
+USER_COLUMNS = ["user_id", "hist_item_ids", "hist_emb_flat", "last_event_ts", TS_FIELD]
+
+_TS = pa.timestamp("us", tz="UTC")
+
+ITEM_SCHEMA = pa.schema([
+    ("item_id", pa.int64()),
+    ("emb", pa.list_(pa.float32())),
+    ("category", pa.string()),
+    ("created_at", _TS),
+    (TS_FIELD, _TS),
+])
+USER_SCHEMA = pa.schema([
+    ("user_id", pa.int64()),
+    ("hist_item_ids", pa.list_(pa.int64())),
+    ("hist_emb_flat", pa.list_(pa.float32())),
+    ("last_event_ts", _TS),
+    (TS_FIELD, _TS),
+])
+VIEW_SCHEMAS: dict[str, pa.Schema] = {ITEM_VIEW: ITEM_SCHEMA, USER_VIEW: USER_SCHEMA}

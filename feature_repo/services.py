@@ -1,0 +1,18 @@
+"""Feast feature services: ``ctr_training`` and ``ctr_serving`` name the same features."""
+
+from __future__ import annotations
+
+from feast import FeatureService, FeatureView, OnDemandFeatureView
+
+from feature_repo.schema import SERVING_SERVICE, TRAINING_SERVICE
+
+
+def ctr_services(
+    items: FeatureView, users: FeatureView, simtier: OnDemandFeatureView
+) -> list[FeatureService]:
+    """Both CTR services: target item vector, category, created_at, history ids, SimTier."""
+    features = [items[["emb", "category", "created_at"]], users[["hist_item_ids", "last_event_ts"]], simtier]
+    return [
+        FeatureService(name=TRAINING_SERVICE, features=list(features), description="CTR training set."),
+        FeatureService(name=SERVING_SERVICE, features=list(features), description="CTR ranking requests."),
+    ]

@@ -1,0 +1,264 @@
+"""The feature store against real Feast (SQLite + duckdb, and Redis): parity, leakage, training sets."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, step
+from feature_repo.online import OnlineFeatureReader
+from feature_repo.simtier import SIMTIER_COLUMNS, simtier
+from feature_repo.store import apply_repo, open_store, write_online_items, write_online_users
+from infra.config import MmadsConfig, load_config
+from training.training_set import (
+    build_training_set,
+    check_parity,
+    materialize_from_dataset,
+    training_set_schema,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = pd.Timestamp("2024-03-01", tz="UTC")
+DIM, N, TIERS = 8, 5, 4
+NO_VECTOR_ITEM = 30
+NEW_USER = 6
+
+
+def make_dataset(seed: int = 0) -> dict[str, pd.DataFrame]:
+    """30 items (item 30 has no vector), 6 users (user 6 never behaves), 80 behaviors, 60 impressions."""
+    rng = np.random.default_rng(seed)
+    items = pd.DataFrame({
+        "item_id": np.arange(1, 31, dtype=np.int64),
+        "category": [f"c{i % 3}" for i in range(30)],
+        "created_at": [T0] * 30,
+    })
+    vec = rng.normal(size=(29, DIM)).astype(np.float32)
+    vectors = pd.DataFrame({"item_id": np.arange(1, 30, dtype=np.int64), "emb": list(vec)})
+    secs = np.sort(rng.choice(10 * 3600, size=80, replace=False)) + 60
+    behaviors = pd.DataFrame({
+        "user_id": rng.integers(1, 6, size=80).astype(np.int64),
+        "item_id": rng.integers(1, 31, size=80).astype(np.int64),
+        "action": rng.choice(["click", "cart", "purchase"], size=80),
+        "ts": T0 + pd.to_timedelta(secs, unit="s"),
+    })
+    isecs = rng.choice(11 * 3600, size=60, replace=False) + 30
+    impressions = pd.DataFrame({
+        "user_id": rng.integers(1, 7, size=60).astype(np.int64),
+        "item_id": rng.integers(1, 31, size=60).astype(np.int64),
+        "clicked": rng.integers(0, 2, size=60).astype(np.int8),
+        "ts": T0 + pd.to_timedelta(isecs, unit="s"),
+    })
+    impressions.loc[0, ["user_id", "item_id"]] = [NEW_USER, NO_VECTOR_ITEM]
+    return {"items": items, "vectors": vectors, "behaviors": behaviors, "impressions": impressions}
+
+
+def _cfg(state_dir: Path, **feast: object) -> MmadsConfig:
+    return load_config().with_overrides(
+        state_dir=str(state_dir), model={"dim": DIM, "history_len": N, "n_tiers": TIERS}, feast=feast
+    )
+
+
+def _history_at(behaviors: pd.DataFrame, user: int, t: pd.Timestamp) -> tuple[int, ...]:
+    state = HistoryState.empty(N)
+    for r in behaviors[(behaviors.user_id == user) & (behaviors.ts <= t)].sort_values("ts").itertuples():
+        state, _ = step(state, BehaviorEvent(r.user_id, r.item_id, r.action, r.ts))
+    return state.item_ids
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, pd.DataFrame]:
+    return make_dataset()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, data):
+    cfg = _cfg(tmp_path_factory.mktemp("fs"))
+    store = apply_repo(cfg)
+    materialize_from_dataset(cfg, store, data["behaviors"], data["items"], data["vectors"])
+    return cfg, store
+
+
+@pytest.fixture(scope="module")
+def training(repo, data, tmp_path_factory):
+    cfg, store = repo
+    out = tmp_path_factory.mktemp("ts") / "train.parquet"
+    summary = build_training_set(cfg, store, data["impressions"], out, chunk_rows=25, progress=False)
+    return summary, pq.read_table(out)
+
+
+def test_open_store_after_apply(repo):
+    cfg, _ = repo
+    assert open_store(cfg).get_feature_service("ctr_serving").name == "ctr_serving"
+
+
+def test_training_set_schema_and_all_rows_kept(training, data):
+    summary, table = training
+    assert table.schema.equals(training_set_schema(TIERS))
+    assert summary.rows == table.num_rows == len(data["impressions"])
+    df = table.to_pandas()
+    assert df["user_id"].tolist() == data["impressions"]["user_id"].tolist()
+    assert df["clicked"].tolist() == data["impressions"]["clicked"].tolist()
+    first = df.iloc[0]  # new user x item without a vector: empty history, zeros, has_emb False
+    assert list(first["hist_item_ids"]) == []
+    assert not first["has_emb"]
+    assert not np.asarray(first["item_emb"]).any()
+    assert first[SIMTIER_COLUMNS(TIERS)].astype(float).abs().sum() == 0
+    assert summary.rows_without_emb == int((data["impressions"]["item_id"] == NO_VECTOR_ITEM).sum())
+
+
+def test_training_set_is_point_in_time(training, data):
+    """Each row equals the history replayed up to its ts and SimTier over the true vectors."""
+    _, table = training
+    df = table.to_pandas()
+    vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
+    for row in df.itertuples():
+        hist = _history_at(data["behaviors"], row.user_id, row.ts)
+        assert tuple(row.hist_item_ids) == hist
+        target = vec.matrix[vec.rows(np.array([row.item_id]))]
+        h, lens = vec.gather([list(hist)], N)
+        expected = simtier(target, h, lens, TIERS)[0]
+        got = np.array([getattr(row, c) for c in SIMTIER_COLUMNS(TIERS)], dtype=np.float64)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert (df["hist_len"] > 0).sum() > 20  # the check above is not vacuous
+
+
+def test_fast_path_equals_odfv_offline(repo, data):
+    cfg, store = repo
+    result = check_parity(cfg, store, data["impressions"], sample=60)
+    assert result.rows == 60
+    assert result.hist_mismatches == 0
+    assert result.max_abs_diff <= 1e-6
+
+
+def test_later_behavior_never_changes_features(tmp_path, data):
+    cut = T0 + pd.Timedelta(hours=5)
+    extra = pd.DataFrame({  # every user acts right after the cut on items near in id to many
+        "user_id": np.arange(1, 7, dtype=np.int64), "item_id": np.arange(1, 7, dtype=np.int64),
+        "action": "click", "ts": [cut + pd.Timedelta(microseconds=1)] * 6,
+    })
+    tables = []
+    for name, beh in (("base", data["behaviors"]), ("more", pd.concat([data["behaviors"], extra]))):
+        cfg = _cfg(tmp_path / name)
+        store = apply_repo(cfg)
+        materialize_from_dataset(cfg, store, beh, data["items"], data["vectors"])
+        out = tmp_path / f"{name}.parquet"
+        build_training_set(cfg, store, data["impressions"], out, progress=False)
+        tables.append(pq.read_table(out).to_pandas())
+    before = data["impressions"]["ts"] <= cut
+    cols = ["hist_item_ids", *SIMTIER_COLUMNS(TIERS)]
+    a, b = tables[0][cols].astype(str), tables[1][cols].astype(str)
+    assert a[before.to_numpy()].equals(b[before.to_numpy()])
+    assert not a[~before.to_numpy()].equals(b[~before.to_numpy()])  # the extra events do count later
+
+
+def _replay_and_compare(cfg: MmadsConfig, store, data, training_df: pd.DataFrame) -> float:
+    """Stream behaviors through the step into the online store; at each impression, read online."""
+    items = data["vectors"].merge(data["items"], on="item_id")
+    items["event_timestamp"] = items["created_at"]
+    write_online_items(store, items)
+    vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
+    reader = OnlineFeatureReader(store, cfg)
+    beh = data["behaviors"].sort_values("ts").reset_index(drop=True)
+    states: dict[int, HistoryState] = {}
+    nxt, worst = 0, 0.0
+    order = training_df.sort_values("ts").index[::3]  # a sample of (user, item, t)
+    for idx in order:
+        row = training_df.loc[idx]
+        pending = []
+        while nxt < len(beh) and beh.ts[nxt] <= row.ts:
+            e = beh.iloc[nxt]
+            states[e.user_id], snap = step(states.get(e.user_id, HistoryState.empty(N)),
+                                           BehaviorEvent(e.user_id, e.item_id, e.action, e.ts))
+            pending.append({"user_id": snap.user_id, "hist_item_ids": list(snap.hist_item_ids),
+                            "hist_emb_flat": vec.flat(snap.hist_item_ids),
+                            "last_event_ts": snap.last_event_ts, "event_timestamp": snap.event_timestamp})
+            nxt += 1
+        if pending:
+            write_online_users(store, pd.DataFrame(pending))
+        got = reader.read(int(row.user_id), [int(row.item_id)])
+        if int(row.user_id) in states:
+            assert tuple(got.hist_item_ids) == tuple(row.hist_item_ids)
+        offline = row[SIMTIER_COLUMNS(TIERS)].to_numpy(np.float64)
+        worst = max(worst, float(np.abs(got.simtier[0] - offline).max()))
+        assert bool(got.has_emb[0]) == bool(row.has_emb)
+    return worst
+
+
+def test_offline_equals_online_at_t(repo, data, training):
+    cfg, store = repo
+    worst = _replay_and_compare(cfg, store, data, training[1].to_pandas())
+    assert worst <= 1e-6
+
+
+def test_online_fast_path_equals_odfv(repo, data):
+    cfg, store = repo
+    reader = OnlineFeatureReader(store, cfg)
+    candidates = [*range(1, 31), 999]  # 999: unknown item
+    for user in (1, 2, 3, NEW_USER):
+        fast = reader.read(user, candidates)
+        odfv = reader.read_via_odfv(user, candidates)
+        np.testing.assert_allclose(fast.simtier, odfv.simtier, atol=1e-9)
+        np.testing.assert_array_equal(fast.item_emb, odfv.item_emb)
+        np.testing.assert_array_equal(fast.hist_item_ids, odfv.hist_item_ids)
+        assert fast.missing_item_ids == [NO_VECTOR_ITEM, 999]
+        assert fast.category[:3] == ["c0", "c1", "c2"]
+    assert reader.read(1, candidates).simtier[:, TIERS].max() > 0  # user 1 has a history online
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start within 10 s")
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.cluster
+def test_redis_online_store_round_trip(tmp_path, data, redis_server):
+    cfg = _cfg(tmp_path, online_store="redis", redis_connection_string=f"127.0.0.1:{redis_server}")
+    store = apply_repo(cfg)
+    materialize_from_dataset(cfg, store, data["behaviors"], data["items"], data["vectors"], online=True)
+    reader = OnlineFeatureReader(store, cfg)
+    vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
+    end = data["behaviors"]["ts"].max()
+    for user in (1, 2):
+        hist = _history_at(data["behaviors"], user, end)
+        got = reader.read(user, [1, 2, NO_VECTOR_ITEM])
+        assert tuple(got.hist_item_ids) == hist
+        np.testing.assert_array_equal(got.item_emb[:2], np.stack(data["vectors"]["emb"][:2]))
+        h, lens = vec.gather([list(hist)], N)
+        expected = simtier(got.item_emb, h[0], lens[0], TIERS)
+        np.testing.assert_allclose(got.simtier, expected, atol=1e-9)
+        np.testing.assert_allclose(reader.read_via_odfv(user, [1, 2, NO_VECTOR_ITEM]).simtier, got.simtier)
