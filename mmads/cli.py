@@ -57,15 +57,30 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
         module.register(sub)
 
 
+_SILENCED = (
+    "is deprecated",
+    "On demand feature view is an experimental feature",
+    "shadows an attribute in parent",
+    "fetch_arrow_table",
+)
+
+
 def _quiet_warnings() -> None:
     """Silence library warnings that say nothing to an mmads user.
 
-    They are deprecations inside kafka-python, Feast's 'experimental' notice for on-demand views and
-    a pydantic shadowing notice in Feast's Milvus store.
+    They are deprecations inside kafka-python and duckdb, Feast's 'experimental' notice for on-demand
+    views and a pydantic shadowing notice in Feast's Milvus store. Feast resets warning filters when it
+    is imported, so the filter sits in ``showwarning`` rather than in the filter list.
     """
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*On demand feature view is an experimental feature.*")
-    warnings.filterwarnings("ignore", message=".*shadows an attribute in parent.*")
+    shown = warnings.showwarning
+
+    def showwarning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+        text = str(message)
+        if issubclass(category, DeprecationWarning) or any(s in text for s in _SILENCED):
+            return
+        shown(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+    warnings.showwarning = showwarning  # type: ignore[assignment]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

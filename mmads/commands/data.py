@@ -32,7 +32,12 @@ def _generate(args: argparse.Namespace) -> int:
     summary = generate_dataset(
         args.out, seed=args.seed, scale=args.scale, image_size=args.image_size, images=not args.no_images,
     )
-    print(f"wrote {args.out}: {summary}")
+    print(
+        f"wrote {args.out}: {summary.items} items, {summary.users} users, {summary.behaviors} behaviors, "
+        f"{summary.impressions} impressions (CTR {summary.ctr:.1%}), {summary.queries} queries; "
+        f"cut {summary.cut_time}; new items {summary.new_item_share:.0%} "
+        f"({summary.new_item_test_impression_share:.0%} of test impressions); {summary.seconds:.0f}s"
+    )
     return 0
 
 

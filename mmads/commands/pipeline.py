@@ -50,7 +50,8 @@ def _demo(args: argparse.Namespace) -> int:
     data = args.out / "data"
     if not (data / "items.parquet").is_file():
         summary = generate_dataset(data, seed=args.seed, scale=args.scale, images=not args.no_images)
-        print(f"[generate] wrote {data}: {summary}")
+        print(f"[generate] wrote {data}: {summary.items} items, {summary.users} users, "
+              f"{summary.impressions} impressions ({summary.seconds:.0f}s)")
     else:
         print(f"[generate] skipped ({data} exists)")
     run_pipeline(cfg, data, args.out, from_stage=args.from_stage, keep_running=args.keep_running)

@@ -1,0 +1,1 @@
+"""The main job's stages, grouped by the part they drive (each a function ``(RunContext) -> dict``)."""
