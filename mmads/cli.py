@@ -47,7 +47,7 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
     """Register the verbs of parts that are installed (each module has ``register``)."""
     import importlib
 
-    for name in ("encoders", "events", "stream", "features", "train", "serve"):
+    for name in ("encoders", "stream", "features", "train", "serve"):
         try:
             module = importlib.import_module(f"mmads.commands.{name}")
         except ModuleNotFoundError as exc:

@@ -25,6 +25,7 @@ from infra import stack as infra_stack
 from infra.config import MmadsConfig
 from infra.dataset import Dataset, load_dataset, time_cut
 from infra.processes import start_process
+from mmads.report import summary_table
 from mmads.stages import Stage, StageFailedError, StageRunner, dataset_manifest
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ def _peak_rss_gib() -> float:
 
 def build_stages() -> list[Stage]:
     """The main job's stages, in order."""
+    from mmads.steps import modeling, report, serving, streaming
+
     return [
         Stage("validate", _validate, lambda r: (
             f"{r['items']} items, {r['users']} users, {r['behaviors']} behaviors, {r['impressions']} "
@@ -111,6 +114,20 @@ def build_stages() -> list[Stage]:
             f"image tower {r['image_tower']}"), cacheable=False),
         Stage("stack_up", _stack_up, lambda r: "healthy: " + ", ".join(
             f"{k}={'ok' if v else 'DOWN'}" for k, v in r["parts"].items()), cacheable=False),
+        Stage("scl", modeling.run_scl, modeling.summarize_scl, outputs=("scl/scl_eval.json",)),
+        Stage("streaming", streaming.run_start_streaming, lambda r: "started " + ", ".join(
+            f"{n} (pid {p})" for n, p in r["processes"].items()), cacheable=False),
+        Stage("replay", streaming.run_replay, lambda r: "published " + ", ".join(
+            f"{t} {n}" for t, n in r["published"].items()) + f" in {r['seconds']:.0f}s", cacheable=False),
+        Stage("catch_up", streaming.run_catch_up, lambda r: (
+            f"committed {sum(r['committed'].values())} events; item freshness p50 "
+            f"{r['freshness']['item_p50_ms']:.0f} ms p99 {r['freshness']['item_p99_ms']:.0f} ms; behavior p99 "
+            f"{r['freshness']['behavior_p99_ms']:.0f} ms; dead letters {r['dlq']}"), cacheable=False),
+        Stage("training_set", modeling.run_training_set, modeling.summarize_training_set,
+              outputs=(modeling.TRAINING_SET,)),
+        Stage("train", modeling.run_train, modeling.summarize_train, outputs=("ctr/ctr_report.json",)),
+        Stage("serve", serving.run_serve, serving.summarize_serve, cacheable=False),
+        Stage("report", report.run_report, report.summarize_report, cacheable=False),
         Stage("stack_down", _stack_down, lambda r: "kept running" if r["kept_running"] else
               "stopped " + (", ".join(r["stopped"]) or "nothing"), cacheable=False),
     ]
@@ -173,8 +190,11 @@ def run_pipeline(
     timings = dict(ctx.runner.timings)
     timings["total"] = round(time.perf_counter() - t0, 2)
     timings["peak_rss_gib"] = _peak_rss_gib()
-    report = {"data": ctx.runner.results.get("validate", {}), "timings": timings}
+    report = dict(ctx.runner.results.get("report", {}))
+    report["timings"] = timings
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    print("\n" + summary_table(report))
+    print(f"\nreport: {run_dir / 'report.json'} and {run_dir / 'report.md'}")
     logger.info("report written to %s (pid %d)", run_dir / "report.json", os.getpid())
     return report
 

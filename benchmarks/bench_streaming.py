@@ -1,0 +1,236 @@
+"""``mmads bench streaming``: freshness and throughput of the item indexer and the behavior job.
+
+On a private embedded stack (Tansu + Milvus Lite on free ports, Feast SQLite) with a generated
+dataset (``--scale 10``; quick: scale 1) and the pretrained encoder with 64 px images:
+
+1. item freshness: items replayed at 50/s into an idle indexer; Kafka timestamp -> written to
+   Milvus (searchable: upserts are visible at once) AND Feast online, p50/p99;
+2. indexer throughput: the rest of the items replayed as a backlog, items / (last write - first write);
+3. behavior throughput, one process: a backlog of behaviors, events / (last write - first write);
+4. behavior freshness: behaviors at 500/s into the caught-up job, event -> Feast online, p99;
+5. scale-out: the same backlog on fresh topics consumed by two processes in one group; ratio of rates.
+
+Jobs run as subprocesses, as in production. Numbers come from the jobs' freshness logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from infra.config import MmadsConfig, load_config
+from infra.dataset import Dataset, load_dataset
+from infra.processes import free_port
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+FRESH_ITEMS_RATE = 50.0
+FRESH_BEHAVIOR_RATE = 500.0
+
+
+class _Job:
+    def __init__(self, cfg: MmadsConfig, module: str, name: str, *extra: str) -> None:
+        path = Path(cfg.state_dir) / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        self.log = Path(cfg.state_dir) / f"{name}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MMADS_")}
+        env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", module, "--config", str(path), *extra],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def wait_assigned(self, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while "assigned partitions" not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"job did not start; see {self.log}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _config(work: Path, **overrides: Any) -> MmadsConfig:
+    base = load_config(env={}).with_overrides(
+        state_dir=work / "state", kafka={"port": free_port()}, milvus={"port": free_port(), "collection": "bench"},
+        serving={"port": free_port()})
+    return base.with_overrides(**overrides) if overrides else base
+
+
+def _isolated(cfg: MmadsConfig, tag: str) -> MmadsConfig:
+    from infra import stack
+
+    t = {"behaviors": f"behaviors-{tag}", "behavior_changelog": f"behaviors-{tag}.state"}
+    out = cfg.with_overrides(kafka={"topics": t, "group_prefix": f"mmads-{tag}"})
+    stack.ensure_topics(out)
+    return out
+
+
+def _written(cfg: MmadsConfig, job: str, keys: set[int] | None = None, since_ms: int = 0) -> pd.DataFrame:
+    from streaming.stats import read_freshness
+
+    df = read_freshness(cfg, job)
+    df = df[df["produced_ms"] >= since_ms]
+    return df[df["key"].isin(list(keys))] if keys is not None else df
+
+
+def _rate(df: pd.DataFrame, n: int) -> float:
+    span = (df["written_ms"].max() - df["written_ms"].min()) / 1000
+    first_batch = int((df["written_ms"] == df["written_ms"].min()).sum())
+    return float((n - first_batch) / span) if span > 0 else float("nan")
+
+
+def _wait_rows(cfg: MmadsConfig, job: str, n: int, since_ms: int, timeout_s: float,
+               keys: set[int] | None = None) -> pd.DataFrame:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        df = _written(cfg, job, keys, since_ms)
+        if len(df) >= n or time.monotonic() > deadline:
+            return df
+        time.sleep(0.25)
+
+
+def _items_phase(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool) -> dict[str, float]:
+    from streaming.replay import replay
+
+    items = ds.items.sort_values("created_at", kind="stable")
+    n_fresh = 300 if quick else 1500
+    fresh, backlog = items.iloc[:n_fresh], items.iloc[n_fresh:]
+    job = _Job(cfg, "streaming.item_indexer", "items", "--model", str(model_dir))
+    try:
+        job.wait_assigned()
+        t0 = int(time.time() * 1000)
+        sub = Dataset(ds.root, fresh, ds.behaviors.iloc[:0], ds.impressions.iloc[:0], ds.queries)
+        replay(sub, cfg, "items", rate=FRESH_ITEMS_RATE, progress=False)
+        keys = set(fresh["item_id"].tolist())
+        df = _wait_rows(cfg, "items", len(keys), t0, 60, keys)
+        lat = (df["written_ms"] - df["produced_ms"]).to_numpy()
+        t1 = int(time.time() * 1000)
+        sub = Dataset(ds.root, backlog, ds.behaviors.iloc[:0], ds.impressions.iloc[:0], ds.queries)
+        replay(sub, cfg, "items", progress=False)
+        df = _wait_rows(cfg, "items", len(backlog), t1, 600, set(backlog["item_id"].tolist()))
+        return {"item_freshness_p50_ms": float(np.percentile(lat, 50)),
+                "item_freshness_p99_ms": float(np.percentile(lat, 99)),
+                "indexer_items_per_s": _rate(df, len(backlog)), "items_fresh": len(lat),
+                "items_backlog": len(backlog), "items_backlog_done": len(df)}
+    finally:
+        job.stop()
+
+
+def _behavior_backlog(cfg: MmadsConfig, beh: pd.DataFrame, processes: int, name: str) -> float:
+    from streaming.replay import publish
+    from streaming.stats import wait_caught_up
+
+    t0 = int(time.time() * 1000)
+    sent = publish(cfg, cfg.kafka.topics.behaviors, _behavior_pairs(beh))
+    jobs = [_Job(cfg, "streaming.behavior_job", f"{name}-{i}") for i in range(processes)]
+    try:
+        for j in jobs:
+            j.wait_assigned()
+        wait_caught_up(cfg, {cfg.kafka.topics.behaviors: sent}, timeout_s=600)
+        return _rate(_written(cfg, "behaviors", since_ms=t0), sent)
+    finally:
+        for j in jobs:
+            j.stop()
+
+
+def _behavior_pairs(beh: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+    from streaming.events import dataset_events
+
+    ds = Dataset(Path("."), pd.DataFrame(), beh, pd.DataFrame(), pd.DataFrame())
+    return [(k, v) for _, k, v in dataset_events(ds, "behaviors")]
+
+
+def _behavior_freshness(cfg: MmadsConfig, beh: pd.DataFrame) -> float:
+    from streaming.replay import publish
+
+    job = _Job(cfg, "streaming.behavior_job", "behaviors-fresh")
+    try:
+        job.wait_assigned()
+        time.sleep(1.0)  # let it restore its state and go idle
+        t0 = int(time.time() * 1000)
+        sent = publish(cfg, cfg.kafka.topics.behaviors, _behavior_pairs(beh), rate=FRESH_BEHAVIOR_RATE)
+        df = _wait_rows(cfg, "behaviors", sent, t0, 60)
+        return float(np.percentile(df["written_ms"] - df["produced_ms"], 99))
+    finally:
+        job.stop()
+
+
+def _measure(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool) -> dict[str, Any]:
+    res: dict[str, Any] = _items_phase(cfg, ds, model_dir, quick)
+    beh = ds.behaviors.sort_values("ts", kind="stable")
+    n_backlog = min(len(beh) - 5000, 40_000 if quick else 200_000)
+    backlog, fresh = beh.iloc[:n_backlog], beh.iloc[n_backlog:n_backlog + 2500]
+    one = _behavior_backlog(_isolated(cfg, "one"), backlog, 1, "behaviors-one")
+    res["behavior_events_per_s"] = one
+    res["behavior_freshness_p99_ms"] = _behavior_freshness(_isolated(cfg, "one"), fresh)
+    two = _behavior_backlog(_isolated(cfg, "two"), backlog, 2, "behaviors-two")
+    res.update(behavior_events_per_s_2proc=two, behavior_scaleout_ratio=two / one, behaviors_backlog=len(backlog))
+    return res
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Run the streaming benchmark (see the module docstring) and print a table.
+
+    Args:
+        quick: a scale-1 dataset (~4k items), 300 fresh items, up to 40k behaviors; else scale 10.
+
+    Returns:
+        ``item_freshness_p50_ms``, ``item_freshness_p99_ms``, ``indexer_items_per_s``,
+        ``behavior_events_per_s``, ``behavior_freshness_p99_ms``, ``behavior_scaleout_ratio`` and
+        detail keys.
+    """
+    from encoders import pretrained_encoder
+    from feature_repo.store import apply_repo
+    from infra import stack
+    from mmads.datagen.generate import generate_dataset
+
+    scale = 1.0 if quick else 10.0
+    with tempfile.TemporaryDirectory(prefix="mmads-bench-streaming-") as tmp:
+        work = Path(tmp)
+        generate_dataset(work / "data", seed=0, scale=scale, image_size=64, progress=False)
+        ds = load_dataset(work / "data")
+        cfg = _config(work)
+        stack.up(cfg)
+        try:
+            apply_repo(cfg)
+            model_dir = work / "model"
+            pretrained_encoder(cfg, seed=0, use_images=True).save(model_dir)
+            res = _measure(cfg, ds, model_dir, quick)
+        finally:
+            stack.down(cfg)
+    res.update(quick=quick, scale=scale, items=len(ds.items), behaviors=len(ds.behaviors))
+    print_table(res)
+    return res
+
+
+def print_table(res: dict[str, Any]) -> None:
+    """Print the results next to the issue's targets."""
+    rows = [
+        ("item freshness p50 ms (50 items/s)", res["item_freshness_p50_ms"], "<= 300"),
+        ("item freshness p99 ms (50 items/s)", res["item_freshness_p99_ms"], "<= 1000"),
+        ("indexer items/s (64 px images, backlog)", res["indexer_items_per_s"], ">= 300"),
+        ("behavior events/s, 1 process", res["behavior_events_per_s"], ">= 5000"),
+        ("behavior freshness p99 ms (500 events/s)", res["behavior_freshness_p99_ms"], "<= 1000"),
+        ("behavior scale-out, 2 processes / 1", res["behavior_scaleout_ratio"], ">= 1.6"),
+    ]
+    print(f"streaming benchmark ({'quick' if res['quick'] else 'full'}, scale {res['scale']:g}: "
+          f"{res['items']:,} items, {res['behaviors']:,} behaviors)")
+    for name, value, target in rows:
+        print(f"  {name:44s} {value:>10,.1f}   target {target}")

@@ -1,0 +1,25 @@
+"""``mmads serve``: the ranking HTTP service over a trained run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmads.commands.common import config_of
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` verb."""
+    p = sub.add_parser("serve", help="serve /rank, /recommend, /similar, /healthz, /metrics for a run")
+    p.add_argument("--run", required=True, type=Path, help="trained run directory (RUN_DIR/ctr/models/...)")
+    p.add_argument("--host", help="bind address (default: serving.host = 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: serving.port)")
+    p.add_argument("--model", help="model under RUN_DIR/ctr/models (default: RUN_DIR/serving.json, else simtier_make)")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.server import serve
+
+    serve(args.run, config_of(args), args.host, args.port, model=args.model)
+    return 0

@@ -1,0 +1,126 @@
+"""Main-job stages that drive the streaming jobs: start them, replay the dataset, wait for them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from infra.processes import live_record, start_process, stop_process
+
+if TYPE_CHECKING:
+    from mmads.pipeline import RunContext
+
+logger = logging.getLogger(__name__)
+
+JOBS = {  # job -> module run as ``python -m``
+    "items": "streaming.item_indexer",
+    "behaviors": "streaming.behavior_job",
+    "impressions": "streaming.impression_logger",
+}
+REPLAY_RATE = 4000.0  # events/s over the merged timeline: items then arrive at ~100-150/s
+CATCH_UP_TIMEOUT_S = 600.0
+
+
+def job_names(ctx: RunContext) -> list[str]:
+    """The process names of every streaming job replica (``stream-items-0`` ...)."""
+    return [f"stream-{job}-{i}" for job in JOBS for i in range(ctx.cfg.streaming.processes)]
+
+
+def reset_streaming_state(ctx: RunContext) -> None:
+    """Forget what earlier streaming runs wrote, so a rerun neither double-counts nor trusts stale stats.
+
+    The embedded broker keeps topics in memory, so after a stack restart offsets start at 0 again:
+    old stats files, dedupe keys of the impression log and feature rows would describe another
+    replay. The Feast repo is re-applied empty and the Milvus collection dropped.
+    """
+    import shutil
+
+    from pymilvus import MilvusClient
+
+    from feature_repo.data_sources import repo_dir
+    from mmads.commands.stack import stack_up
+
+    shutil.rmtree(ctx.cfg.state_dir / "streaming", ignore_errors=True)
+    shutil.rmtree(repo_dir(ctx.cfg), ignore_errors=True)
+    client = MilvusClient(uri=ctx.cfg.milvus.address, token=ctx.cfg.milvus.token())
+    try:
+        if client.has_collection(ctx.cfg.milvus.collection):
+            client.drop_collection(ctx.cfg.milvus.collection)
+    finally:
+        client.close()
+    stack_up(ctx.cfg)
+
+
+def run_start_streaming(ctx: RunContext) -> dict[str, Any]:
+    """Start each streaming job as ``cfg.streaming.processes`` processes in one consumer group.
+
+    When no job is running yet, the state of earlier runs is reset first (see
+    :func:`reset_streaming_state`).
+    """
+    model_dir = ctx.result("scl")["model_dir"]
+    started: dict[str, int] = {}
+    if not any(live_record(ctx.cfg.state_dir, n) for n in job_names(ctx)):
+        reset_streaming_state(ctx)
+    for job, module in JOBS.items():
+        for i in range(ctx.cfg.streaming.processes):
+            name = f"stream-{job}-{i}"
+            if (rec := live_record(ctx.cfg.state_dir, name)) is not None:
+                started[name] = rec.pid
+                continue
+            argv = [sys.executable, "-m", module, "--config", str(ctx.config_file)]
+            if job == "items":
+                argv += ["--model", str(model_dir)]
+            started[name] = start_process(ctx.cfg.state_dir, name, argv, role="client").pid
+    time.sleep(1.0)
+    dead = [n for n in started if live_record(ctx.cfg.state_dir, n) is None]
+    if dead:
+        raise RuntimeError(f"streaming jobs exited at start: {dead}; see {ctx.run_dir / 'logs'}")
+    return {"processes": started, "model_dir": str(model_dir)}
+
+
+def run_replay(ctx: RunContext) -> dict[str, Any]:
+    """Publish items, behaviors and impressions through Kafka on one merged timeline."""
+    from streaming.timeline import replay_timeline
+
+    t0 = time.perf_counter()
+    counts = replay_timeline(ctx.dataset, ctx.cfg, rate=REPLAY_RATE)
+    seconds = time.perf_counter() - t0
+    return {"published": counts, "seconds": round(seconds, 2), "rate": REPLAY_RATE}
+
+
+def run_catch_up(ctx: RunContext) -> dict[str, Any]:
+    """Wait until every job committed what was published; then collect freshness and DLQ counts."""
+    from streaming.stats import freshness_summary, read_freshness, wait_caught_up
+
+    published = ctx.result("replay")["published"]
+    t0 = time.perf_counter()
+    committed = wait_caught_up(ctx.cfg, published, timeout_s=CATCH_UP_TIMEOUT_S)
+    items = freshness_summary(ctx.cfg, "items")
+    behaviors = freshness_summary(ctx.cfg, "behaviors")
+    samples = read_freshness(ctx.cfg, "items")
+    samples = samples.sort_values("written_ms").drop_duplicates(["key", "produced_ms"])
+    return {
+        "committed": committed, "waited_s": round(time.perf_counter() - t0, 2),
+        "freshness": {"item_p50_ms": items["p50_ms"], "item_p99_ms": items["p99_ms"],
+                      "item_max_ms": items["max_ms"], "behavior_p50_ms": behaviors["p50_ms"],
+                      "behavior_p99_ms": behaviors["p99_ms"], "items_measured": items["n"]},
+        "freshness_samples_ms": samples["latency_ms"].astype(float).tolist(),
+        "dlq": dead_letter_count(ctx),
+    }
+
+
+def dead_letter_count(ctx: RunContext) -> int:
+    """Messages dead-lettered by every job (from the jobs' stats files)."""
+    from streaming.stats import read_stats
+
+    total = 0
+    for doc in read_stats(ctx.cfg):
+        total += int(doc.get("dead_lettered", 0) or 0)  # type: ignore[call-overload]
+    return total
+
+
+def stop_streaming(ctx: RunContext) -> list[str]:
+    """Stop the streaming jobs (SIGTERM: they finish the batch, commit and close)."""
+    return [n for n in job_names(ctx) if stop_process(ctx.cfg.state_dir, n, grace_s=15.0)]

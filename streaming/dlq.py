@@ -1,0 +1,91 @@
+"""Dead letters: a message the job cannot use goes to ``<topic>.dlq`` with the reason, never stops the job.
+
+A dead-letter value is a JSON object::
+
+    {"error": "missing field 'title'", "topic": "items", "partition": 2, "offset": 17,
+     "key": "42", "original": "<the value as UTF-8 text, or null>",
+     "original_b64": "<the exact original bytes, base64>", "timestamp_ms": 1714560000000,
+     "dead_lettered_at_ms": 1714560000123}
+
+``original_b64`` keeps the bytes exactly (a value that is not UTF-8 survives); ``original`` is there
+for people reading the topic. The record is keyed like the original. Every dead letter is logged
+with topic, partition, offset and reason; the value itself is not logged (it may hold user data).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of an input topic."""
+    return f"{topic}.dlq"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One message to dead-letter: where it came from, its bytes and why it was rejected."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    error: str
+
+    @classmethod
+    def of(cls, record: Any, error: str) -> DeadLetter:
+        """Build from a kafka-python ``ConsumerRecord`` (or anything with the same fields)."""
+        return cls(record.topic, record.partition, record.offset, record.key, record.value,
+                   int(record.timestamp), error)
+
+    def to_json(self) -> bytes:
+        """The dead-letter value (see the module docstring)."""
+        raw = self.value or b""
+        try:
+            text: str | None = raw.decode()
+        except UnicodeDecodeError:
+            text = None
+        return json.dumps({
+            "error": self.error, "topic": self.topic, "partition": self.partition, "offset": self.offset,
+            "key": self.key.decode(errors="replace") if self.key is not None else None,
+            "original": text, "original_b64": base64.b64encode(raw).decode(),
+            "timestamp_ms": self.timestamp_ms, "dead_lettered_at_ms": int(time.time() * 1000),
+        }).encode()
+
+
+def parse_dead_letter(value: bytes) -> dict[str, Any]:
+    """Decode a dead-letter value; ``original_bytes`` holds the exact original bytes."""
+    out: dict[str, Any] = json.loads(value)
+    out["original_bytes"] = base64.b64decode(out["original_b64"])
+    return out
+
+
+class DeadLetterWriter:
+    """Sends dead letters through a shared producer; the loop calls :meth:`flush` before committing.
+
+    Args:
+        producer: a ``KafkaProducer``.
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self.count = 0
+
+    def send(self, letter: DeadLetter) -> None:
+        """Queue one dead letter and log it (topic, partition, offset, reason)."""
+        logger.warning("dead-letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.error)
+        self._producer.send(dlq_topic(letter.topic), key=letter.key, value=letter.to_json())
+        self.count += 1
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until every queued dead letter is acknowledged by the broker."""
+        self._producer.flush(timeout=timeout_s)

@@ -1,0 +1,219 @@
+"""The item indexer (``mmads stream items``): items topic -> encoder -> Milvus + Feast, then commit.
+
+Per micro-batch: validate (bad ones are dead-lettered), keep the last event per item id, encode
+with the current model, upsert Milvus (with ``model_version``), write the Feast ``item_embeddings``
+online rows, and buffer the offline rows. At a commit point (``offline_flush_rows`` rows or
+``offline_flush_s`` seconds) Milvus is flushed and the offline rows appended as one part file, and
+only then are the offsets committed. A crash re-delivers at most the uncommitted tail, and
+re-delivery is harmless: Milvus and Feast online are upserts by id, and an offline duplicate has
+the same item, vector and ``created_at`` (readers keep the latest ``event_timestamp``).
+
+Freshness: for every written item the Kafka message timestamp and the time both online writes
+finished are logged (:mod:`streaming.stats`), i.e. produced -> searchable in Milvus and readable
+from Feast online.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.schema import ITEM_VIEW
+from feature_repo.store import append_offline, open_store, write_online_items
+from infra.config import MmadsConfig
+from infra.errors import InvalidEventError
+from streaming.buffers import FlushPolicy, FrameBuffer, feast_call
+from streaming.dlq import DeadLetter
+from streaming.events import ItemEvent, parse_event
+from streaming.loop import run_job
+from streaming.milvus_sink import MilvusSink
+from streaming.stats import FreshnessLog, JobStats
+
+logger = logging.getLogger(__name__)
+JOB = "items"
+
+
+def load_encoder(cfg: MmadsConfig, model_dir: Path | str | None) -> Any:
+    """The encoder to index with: the artifact in ``model_dir``, else the pretrained baseline.
+
+    Raises:
+        ModelArtifactError: ``model_dir`` is not a valid encoder artifact.
+    """
+    from encoders import ItemEncoder, pretrained_encoder
+
+    if model_dir is not None:
+        return ItemEncoder.load(Path(model_dir))
+    logger.warning("no --model given: indexing with the pretrained (no SCL) encoder")
+    return pretrained_encoder(cfg, seed=cfg.model.seed)
+
+
+def warm_up(encoder: Any) -> None:
+    """Encode one dummy item so the backbones load before the first real batch (freshness)."""
+    started = time.perf_counter()
+    encoder.encode_items(pd.DataFrame({"item_id": [0], "title": ["warm up"], "category": ["-"],
+                                       "image_path": [None]}))
+    logger.info("encoder %s ready in %.1fs", encoder.version, time.perf_counter() - started)
+
+
+def items_frame(events: list[ItemEvent]) -> pd.DataFrame:
+    """Events as the encoder's input frame (``image_path`` absolute, or None)."""
+    return pd.DataFrame({
+        "item_id": np.array([e.item_id for e in events], dtype=np.int64),
+        "title": [e.title for e in events],
+        "category": [e.category for e in events],
+        "image_path": [e.image_path() for e in events],
+        "created_at": pd.to_datetime([e.created_at for e in events], utc=True),
+    })
+
+
+def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, items: pd.DataFrame,
+                image_root: Path | None = None) -> pd.DataFrame:
+    """Encode items and write Milvus and Feast online; return the offline rows (not yet appended).
+
+    Args:
+        cfg: the configuration.
+        encoder: the ``ItemEncoder``.
+        milvus: the vector sink.
+        store: the Feast ``FeatureStore``.
+        items: columns item_id, title, category, image_path, created_at (UTC).
+        image_root: directory image paths are relative to (None: absolute paths).
+
+    Returns:
+        The ``item_embeddings`` rows written (item_id, emb, category, created_at, event_timestamp).
+    """
+    vectors = encoder.encode_items(items, image_root)
+    created_ms = (pd.to_datetime(items["created_at"], utc=True).astype("int64") // 1_000_000).to_numpy()
+    milvus.upsert(items["item_id"].to_numpy(np.int64), vectors, items["category"].tolist(), created_ms,
+                  encoder.version)
+    rows = pd.DataFrame({
+        "item_id": items["item_id"].to_numpy(np.int64), "emb": list(vectors),
+        "category": items["category"].astype(str).to_numpy(),
+        "created_at": pd.to_datetime(items["created_at"], utc=True).to_numpy(),
+        "event_timestamp": pd.Timestamp.now(tz="UTC"),
+    })
+    rows["created_at"] = pd.to_datetime(rows["created_at"], utc=True)
+    feast_call("write item_embeddings online", lambda: write_online_items(store, rows))
+    return rows
+
+
+class ItemIndexer:
+    """The processor of the item indexer (see the module docstring).
+
+    Args:
+        cfg: the configuration.
+        encoder: an ``ItemEncoder`` (``encode_items``, ``version``, ``dim``).
+        milvus: the vector sink.
+        store: the Feast ``FeatureStore``.
+        stats: counters to update.
+        freshness: where freshness samples go (None: not recorded).
+    """
+
+    def __init__(self, cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, stats: JobStats,
+                 freshness: FreshnessLog | None = None) -> None:
+        self.cfg = cfg
+        self.encoder = encoder
+        self.milvus = milvus
+        self.store = store
+        self.stats = stats
+        self.freshness = freshness
+        self.offline = FrameBuffer()
+        self.policy = FlushPolicy(cfg.streaming.offline_flush_rows, cfg.streaming.offline_flush_s)
+
+    def process(self, records: list[Any]) -> list[DeadLetter]:
+        """Validate, encode and write one batch; returns the dead letters."""
+        letters: list[DeadLetter] = []
+        latest: dict[int, tuple[ItemEvent, Any]] = {}
+        for r in records:
+            try:
+                ev = parse_event("items", r.value)
+            except InvalidEventError as exc:
+                letters.append(DeadLetter.of(r, exc.reason))
+                continue
+            item = cast(ItemEvent, ev)
+            latest[item.item_id] = (item, r)  # the last event of an id in the batch wins
+        if latest:
+            events = [ev for ev, _ in latest.values()]
+            rows = write_items(self.cfg, self.encoder, self.milvus, self.store, items_frame(events))
+            written_ms = int(time.time() * 1000)
+            self.offline.add(rows)
+            self.stats.written += len(rows)
+            if self.freshness is not None:
+                self.freshness.record(rows["item_id"].to_numpy(),
+                                      np.array([r.timestamp for _, r in latest.values()]), written_ms)
+        if records:
+            self.policy.touch(len(latest))
+        self.milvus.maybe_flush()
+        return letters
+
+    def needs_flush(self) -> bool:
+        """True when the offline rows (or offsets) are due."""
+        return self.policy.due()
+
+    def flush(self) -> None:
+        """Flush Milvus (so the rows survive a server restart) and append the offline rows."""
+        self.milvus.maybe_flush(force=True)
+        frame = self.offline.take()
+        if frame is not None:
+            append_offline(self.cfg, ITEM_VIEW, frame)
+            self.offline.clear()
+        self.policy.reset()
+
+    def held_offsets(self) -> dict[tuple[str, int], int]:
+        """Nothing is held back: every consumed item is written or dead-lettered in its batch."""
+        return {}
+
+    def has_pending(self) -> bool:
+        """No in-memory waiting in this job."""
+        return False
+
+    def on_assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """Stateless: nothing to restore."""
+
+    def on_revoked(self, partitions: list[tuple[str, int]]) -> None:
+        """Stateless: nothing to drop."""
+
+    def close(self) -> None:
+        """Close the Milvus connection."""
+        self.milvus.close()
+
+
+def run_items(cfg: MmadsConfig, *, stop_event: threading.Event | None = None, max_idle_s: float | None = None,
+              model_dir: Path | str | None = None) -> JobStats:
+    """Run the item indexer until stopped (``mmads stream items --model MODEL_DIR``).
+
+    Args:
+        cfg: the configuration.
+        stop_event: set it to stop gracefully (SIGINT/SIGTERM do the same in the main thread).
+        max_idle_s: stop after this long without items (None: run forever).
+        model_dir: the encoder artifact (None: the pretrained baseline encoder).
+
+    Returns:
+        The job's counters.
+    """
+    encoder = load_encoder(cfg, model_dir)
+    warm_up(encoder)
+    milvus = MilvusSink(cfg, encoder.dim)
+    milvus.ensure_collection()
+    stats = JobStats(job=JOB)
+    proc = ItemIndexer(cfg, encoder, milvus, open_store(cfg), stats, FreshnessLog(cfg, JOB))
+    return run_job(cfg, JOB, cfg.kafka.topics.items, proc, batch_size=cfg.streaming.batch_size,
+                   max_wait_ms=cfg.streaming.max_wait_ms, stop_event=stop_event, max_idle_s=max_idle_s,
+                   stats=stats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m streaming.item_indexer --config FILE [--model DIR] [--max-idle-s S]``."""
+    from streaming.entry import job_main
+
+    return job_main(lambda cfg, args: run_items(cfg, max_idle_s=args.max_idle_s, model_dir=args.model),
+                    "the item indexer", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

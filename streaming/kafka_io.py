@@ -1,0 +1,107 @@
+"""Kafka client factories configured for this stack (DESIGN.md, "Facts about the stack").
+
+* ``fetch_max_wait_ms`` low: Tansu answers a waiting fetch by polling, so the default 500 ms adds
+  up to ~250 ms of latency per event.
+* ``enable_auto_commit=False``: the consumer loop commits only after the writes succeed.
+* ``auto_offset_reset="earliest"``: Tansu's end offsets are wrong, so "latest" would skip or
+  re-read at random; a new group starts at the beginning and committed offsets do the rest.
+* ``crc32c`` must be importable, or kafka-python checks CRCs in pure Python (10x slower).
+
+Nothing here connects at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from infra.config import MmadsConfig
+from infra.errors import StackNotRunningError
+
+logger = logging.getLogger(__name__)
+_crc_warned = False
+
+
+def _check_crc32c() -> None:
+    global _crc_warned
+    try:
+        import crc32c  # noqa: F401
+    except ImportError:
+        if not _crc_warned:
+            logger.warning("crc32c is not installed: kafka-python checks CRCs in pure Python (~10x slower); "
+                           "pip install 'kafka-python[crc32c]'")
+            _crc_warned = True
+
+
+def group_id(cfg: MmadsConfig, job: str) -> str:
+    """The consumer group of a streaming job, e.g. ``mmads-items-indexer``."""
+    return f"{cfg.kafka.group_prefix}-{job}"
+
+
+def make_producer(cfg: MmadsConfig, *, client_id: str = "mmads-producer", **overrides: Any) -> Any:
+    """A ``KafkaProducer`` for JSON event values and string keys (bytes in, bytes out).
+
+    Args:
+        cfg: the configuration (``kafka`` section).
+        client_id: shows up in broker logs.
+        overrides: extra ``KafkaProducer`` options (e.g. ``linger_ms``).
+
+    Raises:
+        StackNotRunningError: no broker answers at the configured address.
+    """
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    _check_crc32c()
+    opts: dict[str, Any] = {"linger_ms": 5, "acks": 1, "client_id": client_id, "retries": 5}
+    opts.update(overrides)
+    try:
+        return KafkaProducer(**cfg.kafka.client_options(), **opts)
+    except KafkaError:
+        raise StackNotRunningError(f"no Kafka broker at {cfg.kafka.servers}; run `mmads stack up`") from None
+
+
+def make_consumer(
+    cfg: MmadsConfig,
+    topics: Sequence[str] = (),
+    *,
+    group: str | None,
+    client_id: str = "mmads-consumer",
+    listener: Any = None,
+    max_poll_records: int = 500,
+    **overrides: Any,
+) -> Any:
+    """A ``KafkaConsumer`` with manual commits, subscribed to ``topics`` in consumer group ``group``.
+
+    Args:
+        cfg: the configuration (``kafka`` section: timeouts, fetch wait).
+        topics: topics to subscribe to (empty: the caller assigns partitions itself).
+        group: the consumer group id (None: no group, no commits).
+        client_id: shows up in broker logs.
+        listener: a ``ConsumerRebalanceListener`` for the subscription.
+        max_poll_records: upper bound of records returned by one ``poll``.
+        overrides: extra ``KafkaConsumer`` options.
+
+    Raises:
+        StackNotRunningError: no broker answers at the configured address.
+    """
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    _check_crc32c()
+    k = cfg.kafka
+    opts: dict[str, Any] = {
+        "group_id": group, "client_id": client_id, "enable_auto_commit": False,
+        "auto_offset_reset": "earliest", "fetch_max_wait_ms": k.fetch_max_wait_ms,
+        "session_timeout_ms": k.session_timeout_ms, "heartbeat_interval_ms": k.heartbeat_interval_ms,
+        "max_poll_records": max_poll_records, "max_poll_interval_ms": 300_000,
+    }
+    opts.update(overrides)
+    try:
+        consumer = KafkaConsumer(**k.client_options(), **opts)
+    except KafkaError:
+        raise StackNotRunningError(f"no Kafka broker at {k.servers}; run `mmads stack up`") from None
+    if topics:
+        consumer.subscribe(list(topics), listener=listener)
+    return consumer

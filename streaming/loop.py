@@ -1,0 +1,317 @@
+"""The thin consumer loop every streaming job shares: batch, process, write, THEN commit.
+
+The loop owns only I/O policy: micro-batching (size / max wait), retries with exponential backoff
+while a sink is down (:class:`~infra.errors.StackError`), dead letters, commits, stats and signals.
+The job's logic lives in a :class:`Processor`:
+
+* ``process(records)`` validates, transforms and writes the *online* sinks (Milvus, Feast online) and
+  returns dead letters. It is called again with the same records after a failure, so it must be
+  idempotent (upserts by id; state is swapped in only after the writes succeeded).
+* ``flush()`` makes everything processed so far durable (offline parquet, changelog). The loop
+  commits offsets only after a flush succeeded and the dead letters are acknowledged, so a crash
+  at any point re-delivers only data whose writes may not have happened.
+* ``held_offsets()`` names, per partition, the lowest offset still held in memory (the behavior
+  job's retry buffer); commits never pass it.
+
+SIGINT/SIGTERM finish the current batch, flush, commit and close.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from kafka import ConsumerRebalanceListener
+
+from infra.config import MmadsConfig
+from infra.errors import StackError
+from streaming.dlq import DeadLetter, DeadLetterWriter
+from streaming.kafka_io import group_id, make_consumer, make_producer
+from streaming.stats import JobStats, StatsWriter
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Processor(Protocol):
+    """What a streaming job plugs into :func:`run_loop`."""
+
+    def process(self, records: list[Any]) -> list[DeadLetter]:
+        """Handle a batch (possibly empty: a timer tick); write online sinks; return dead letters."""
+        ...
+
+    def needs_flush(self) -> bool:
+        """True when buffered durable writes are due (rows or age)."""
+        ...
+
+    def flush(self) -> None:
+        """Write buffered durable data (offline files, changelog)."""
+        ...
+
+    def held_offsets(self) -> dict[tuple[str, int], int]:
+        """``(topic, partition) -> lowest offset still held in memory`` (not yet final)."""
+        ...
+
+    def has_pending(self) -> bool:
+        """True while events wait in memory (the loop does not stop idle while they do)."""
+        ...
+
+    def on_assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """Partitions were assigned to this process (restore their state)."""
+        ...
+
+    def on_revoked(self, partitions: list[tuple[str, int]]) -> None:
+        """Partitions were taken away, after the loop's final flush and commit for them."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Knobs of :func:`run_loop`.
+
+    Attributes:
+        batch_size: most records per micro-batch.
+        max_wait_ms: how long a batch waits for more records after its first one.
+        max_backoff_s: ceiling of the exponential retry backoff.
+        stats_interval_s: how often counters are logged and the stats file is written.
+        max_idle_s: stop after this long without records and without pending events (None: never).
+    """
+
+    batch_size: int
+    max_wait_ms: int
+    max_backoff_s: float = 10.0
+    stats_interval_s: float = 5.0
+    max_idle_s: float | None = None
+
+
+def retry_with_backoff(fn: Callable[[], T], what: str, stop: threading.Event, max_backoff_s: float,
+                       stats: JobStats | None = None) -> T:
+    """Call ``fn`` until it does not raise :class:`StackError`, sleeping 0.1, 0.2, 0.4 ... s between tries.
+
+    Raises:
+        StackError: the last failure, when ``stop`` is set while the sink is still down.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return fn()
+        except StackError as exc:
+            if stats is not None:
+                stats.retries += 1
+            if stop.is_set():
+                raise
+            logger.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+            stop.wait(delay)
+            delay = min(delay * 2, max_backoff_s)
+
+
+def poll_batch(consumer: Any, batch_size: int, max_wait_ms: int, idle_wait_ms: int) -> list[Any]:
+    """Collect one micro-batch.
+
+    Waits up to ``idle_wait_ms`` for a first record, then up to ``max_wait_ms`` more for the batch
+    to fill, returning early when the broker has nothing more right now.
+    """
+    first = consumer.poll(timeout_ms=idle_wait_ms, max_records=batch_size)
+    records = [r for part in first.values() for r in part]
+    if not records:
+        return []
+    deadline = time.monotonic() + max_wait_ms / 1000
+    while len(records) < batch_size:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            break
+        more = consumer.poll(timeout_ms=min(left_ms, 20), max_records=batch_size - len(records))
+        got = [r for part in more.values() for r in part]
+        if not got:
+            break
+        records.extend(got)
+    return records
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """kafka-python rebalance listener: flush + commit before partitions go, restore when they come."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        parts = [(tp.topic, tp.partition) for tp in revoked]
+        if parts:
+            self.loop.commit_point("rebalance")
+            self.loop.forget(parts)
+            self.loop.processor.on_revoked(parts)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        parts = [(tp.topic, tp.partition) for tp in assigned]
+        logger.info("assigned partitions %s", sorted(parts))
+        if parts:
+            self.loop.processor.on_assigned(parts)
+
+
+class ConsumerLoop:
+    """The loop of one job process (see the module docstring).
+
+    Args:
+        consumer: a ``KafkaConsumer`` (not yet subscribed; :meth:`run` subscribes it).
+        topic: the input topic.
+        processor: the job logic.
+        dlq: where dead letters go.
+        stats: the counters.
+        stats_writer: writes the stats file.
+        settings: batching, backoff and idle knobs.
+        stop: set it to stop gracefully (signals set it too).
+    """
+
+    def __init__(self, consumer: Any, topic: str, processor: Processor, dlq: DeadLetterWriter,
+                 stats: JobStats, stats_writer: StatsWriter, settings: LoopSettings,
+                 stop: threading.Event | None = None) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.processor = processor
+        self.dlq = dlq
+        self.stats = stats
+        self.stats_writer = stats_writer
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self._next: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
+
+    def forget(self, parts: list[tuple[str, int]]) -> None:
+        """Drop bookkeeping of partitions this process no longer owns."""
+        for p in parts:
+            self._next.pop(p, None)
+            self._committed.pop(p, None)
+
+    def commit_point(self, why: str) -> None:
+        """Flush the processor and the dead letters, then commit what is final."""
+        retry_with_backoff(self.processor.flush, "flush", self.stop, self.settings.max_backoff_s, self.stats)
+        self.dlq.flush()
+        held = self.processor.held_offsets()
+        offsets = {p: min(nxt, held.get(p, nxt)) for p, nxt in self._next.items()}
+        todo = {p: o for p, o in offsets.items() if self._committed.get(p) != o}
+        if not todo:
+            return
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        try:
+            self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                  for (t, p), o in todo.items()})
+        except KafkaError as exc:
+            # E.g. a rebalance took the partitions: the new owner re-reads them (writes are idempotent).
+            logger.warning("commit of %s failed (%s): the data will be re-delivered", todo, exc)
+            return
+        self._committed.update(todo)
+        self.stats.commits += 1
+        self.stats.committed.update({f"{t}:{p}": o for (t, p), o in self._committed.items()})
+        self.stats_writer.write()
+        logger.debug("committed %s (%s)", todo, why)
+
+    def _handle(self, records: list[Any]) -> None:
+        started = time.perf_counter()
+        letters = retry_with_backoff(lambda: self.processor.process(records), "batch", self.stop,
+                                     self.settings.max_backoff_s, self.stats)
+        for letter in letters:
+            self.dlq.send(letter)
+        self.stats.dead_lettered += len(letters)
+        for r in records:
+            key = (r.topic, r.partition)
+            self._next[key] = max(self._next.get(key, 0), r.offset + 1)
+        self.stats.processed += len(records)
+        if records:
+            self.stats.batches += 1
+            self.stats.add_batch_ms((time.perf_counter() - started) * 1000)
+
+    def run(self) -> JobStats:
+        """Consume until stopped (signal, ``stop`` event or ``max_idle_s``); returns the counters."""
+        s = self.settings
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        last_record = last_log = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                records = poll_batch(self.consumer, s.batch_size, s.max_wait_ms, idle_wait_ms=100)
+                self._handle(records)
+                now = time.monotonic()
+                if records or self.processor.has_pending():
+                    last_record = now
+                if self.processor.needs_flush():
+                    self.commit_point("due")
+                if now - last_log >= s.stats_interval_s:
+                    logger.info(self.stats.summary())
+                    self.stats_writer.write()
+                    last_log = now
+                if s.max_idle_s is not None and now - last_record >= s.max_idle_s:
+                    logger.info("idle for %.1fs: stopping", s.max_idle_s)
+                    break
+            self.commit_point("shutdown")
+        except StackError as exc:
+            # Only reached when stopping while a sink is down: nothing unwritten was committed.
+            logger.error("stopping with a sink down; uncommitted data will be re-delivered: %s", exc)
+        finally:
+            self.stats_writer.write()
+            logger.info("final: %s", self.stats.summary())
+            self.processor.close()
+            self.consumer.close(autocommit=False)
+        return self.stats
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM set ``stop`` (the loop then finishes the batch, commits and closes).
+
+    Only possible in the main thread; elsewhere this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _handler(signum: int, _frame: Any) -> None:
+        logger.info("received %s: finishing the batch, committing, closing", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+
+
+def run_job(cfg: MmadsConfig, job: str, topic: str, processor: Processor, *, batch_size: int,
+            max_wait_ms: int, stop_event: threading.Event | None = None,
+            max_idle_s: float | None = None, stats: JobStats | None = None) -> JobStats:
+    """Wire a processor to Kafka (consumer group ``<prefix>-<job>``, dead letters, stats) and run it.
+
+    Args:
+        cfg: the configuration.
+        job: the job name (``items``, ``behaviors``, ``impressions``).
+        topic: the input topic.
+        processor: the job logic.
+        batch_size: most records per micro-batch.
+        max_wait_ms: how long a batch waits to fill.
+        stop_event: set it to stop gracefully; signal handlers set it when run in the main thread.
+        max_idle_s: stop after this long without input (tests, benchmarks).
+        stats: the counters the processor also updates (default: new ones).
+
+    Returns:
+        The job's counters.
+    """
+    stop = stop_event or threading.Event()
+    install_signal_handlers(stop)
+    stats = stats or JobStats(job=job)
+    writer = StatsWriter(cfg, stats, topic)
+    producer = make_producer(cfg, client_id=f"mmads-{job}-dlq")
+    consumer = make_consumer(cfg, group=group_id(cfg, job), client_id=f"mmads-{job}",
+                             max_poll_records=batch_size)
+    settings = LoopSettings(batch_size=batch_size, max_wait_ms=max_wait_ms,
+                            max_backoff_s=cfg.streaming.max_backoff_s,
+                            stats_interval_s=cfg.streaming.stats_interval_s, max_idle_s=max_idle_s)
+    loop = ConsumerLoop(consumer, topic, processor, DeadLetterWriter(producer), stats, writer, settings, stop)
+    logger.info("%s job consuming %s as group %s", job, topic, group_id(cfg, job))
+    try:
+        return loop.run()
+    finally:
+        producer.close(timeout=10)

@@ -1,0 +1,180 @@
+"""The Milvus side of the item indexer: collection schema, upserts, periodic flush, reads by id.
+
+Schema: ``item_id`` INT64 primary key, ``vector`` FLOAT_VECTOR(d), ``category`` VARCHAR,
+``created_at`` INT64 (epoch ms), ``model_version`` VARCHAR. The index type comes from
+``cfg.milvus.index_type`` (HNSW by default) with the COSINE metric. Upserts are visible to search
+at once; flushing makes them part of the index (unflushed rows are brute-forced on every search),
+so :meth:`MilvusSink.maybe_flush` flushes every ``cfg.milvus.flush_interval_s`` after writes, never
+per event (DESIGN.md, Milvus Lite facts). Any failure to reach Milvus is a
+:class:`~infra.errors.StackError`, which the consumer loop retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from infra.config import MmadsConfig
+from infra.errors import StackError
+
+logger = logging.getLogger(__name__)
+
+VECTOR_FIELD = "vector"
+OUTPUT_FIELDS = ["item_id", "category", "created_at", "model_version"]
+MAX_VARCHAR = 512
+CALL_TIMEOUT_S = 5.0
+
+
+def _index_params(cfg: MmadsConfig) -> dict[str, Any]:
+    m = cfg.milvus
+    params: dict[str, Any] = {}
+    if m.index_type in ("HNSW", "HNSW_SQ"):
+        params = {"M": m.hnsw_m, "efConstruction": m.hnsw_ef_construction}
+    elif m.index_type in ("IVF_FLAT", "IVF_SQ8"):
+        params = {"nlist": 128}
+    return {"field_name": VECTOR_FIELD, "index_type": m.index_type, "metric_type": "COSINE", "params": params}
+
+
+class MilvusSink:
+    """Writes item vectors to one Milvus collection (created on first use).
+
+    Args:
+        cfg: the configuration (``milvus`` section).
+        dim: the vector dimension d.
+        client: an existing ``MilvusClient`` (default: connect to ``cfg.milvus.address``).
+    """
+
+    def __init__(self, cfg: MmadsConfig, dim: int, client: Any = None) -> None:
+        self.cfg = cfg
+        self.dim = dim
+        self.collection = cfg.milvus.collection
+        self._client = client
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+    @property
+    def client(self) -> Any:
+        """The connected ``MilvusClient`` (connects lazily)."""
+        if self._client is None:
+            from pymilvus import MilvusClient
+
+            def connect() -> Any:
+                return MilvusClient(uri=self.cfg.milvus.address, token=self.cfg.milvus.token(),
+                                    timeout=CALL_TIMEOUT_S)
+
+            for attempt in range(3):
+                try:
+                    self._client = self._call("connect", connect)
+                    break
+                except StackError:
+                    # A pooled gRPC channel the server closed (GOAWAY) fails once, then reconnects.
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.5)
+        return self._client
+
+    def _call(self, what: str, fn: Any) -> Any:
+        try:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001
+                # A restarted Milvus Lite server comes back with the collection released.
+                if "call load()" not in str(exc) or self._client is None:
+                    raise
+                self._client.load_collection(self.collection, timeout=CALL_TIMEOUT_S)
+                return fn()
+        except StackError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises grpc, Milvus and OS errors alike
+            raise StackError(f"Milvus at {self.cfg.milvus.address}: {what} failed: "
+                             f"{exc.__class__.__name__}: {str(exc)[:200]}") from exc
+
+    def ensure_collection(self) -> None:
+        """Create the collection and its index when missing, and load it.
+
+        Raises:
+            StackError: Milvus is unreachable, or the existing collection has another dimension.
+        """
+        from pymilvus import DataType
+
+        c = self.client
+        if self._call("has_collection", lambda: c.has_collection(self.collection)):
+            desc = self._call("describe", lambda: c.describe_collection(self.collection))
+            dims = [f.get("params", {}).get("dim") for f in desc.get("fields", []) if f.get("name") == VECTOR_FIELD]
+            if dims and int(dims[0]) != self.dim:
+                raise StackError(f"Milvus collection {self.collection} has dim {dims[0]}, the encoder makes "
+                                 f"{self.dim}: run `mmads stream reindex` with a new collection name")
+            self._call("load", lambda: c.load_collection(self.collection, timeout=CALL_TIMEOUT_S))
+            return
+        schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("item_id", DataType.INT64, is_primary=True)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("category", DataType.VARCHAR, max_length=MAX_VARCHAR)
+        schema.add_field("created_at", DataType.INT64)
+        schema.add_field("model_version", DataType.VARCHAR, max_length=128)
+        index = c.prepare_index_params()
+        index.add_index(**_index_params(self.cfg))
+        self._call("create_collection", lambda: c.create_collection(
+            self.collection, schema=schema, index_params=index, timeout=CALL_TIMEOUT_S))
+        logger.info("created Milvus collection %s (dim %d, %s, COSINE)", self.collection, self.dim,
+                    self.cfg.milvus.index_type)
+
+    def upsert(self, item_ids: np.ndarray, vectors: np.ndarray, categories: Sequence[str],
+               created_at_ms: np.ndarray, model_version: str) -> None:
+        """Upsert items by primary key (re-delivery overwrites the same rows).
+
+        Args:
+            item_ids: ``(n,)`` int64.
+            vectors: ``(n, d)`` float32.
+            categories: n category names.
+            created_at_ms: ``(n,)`` epoch milliseconds.
+            model_version: the encoder version that made the vectors.
+        """
+        if len(item_ids) == 0:
+            return
+        rows = [{"item_id": int(i), VECTOR_FIELD: v.tolist(), "category": str(c)[:MAX_VARCHAR],
+                 "created_at": int(t), "model_version": model_version}
+                for i, v, c, t in zip(item_ids, np.asarray(vectors, np.float32), categories, created_at_ms,
+                                      strict=True)]
+        self._call("upsert", lambda: self.client.upsert(self.collection, rows, timeout=CALL_TIMEOUT_S))
+        self._dirty = True
+
+    def maybe_flush(self, force: bool = False) -> bool:
+        """Flush when rows were written and ``flush_interval_s`` has passed (or ``force``)."""
+        due = time.monotonic() - self._last_flush >= self.cfg.milvus.flush_interval_s
+        if not self._dirty or not (due or force):
+            return False
+        self._call("flush", lambda: self.client.flush(self.collection, timeout=CALL_TIMEOUT_S))
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        return True
+
+    def get_vectors(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of the ids that exist (missing ids are simply absent)."""
+        ids = [int(i) for i in item_ids]
+        if not ids:
+            return {}
+        rows = self._call("get", lambda: self.client.get(
+            self.collection, ids=ids, output_fields=["item_id", VECTOR_FIELD], timeout=CALL_TIMEOUT_S))
+        return {int(r["item_id"]): np.asarray(r[VECTOR_FIELD], dtype=np.float32) for r in rows}
+
+    def count(self) -> int:
+        """Number of rows (entities) in the collection."""
+        res = self._call("count", lambda: self.client.query(
+            self.collection, filter="", output_fields=["count(*)"], timeout=CALL_TIMEOUT_S))
+        return int(res[0]["count(*)"])
+
+    def close(self) -> None:
+        """Flush pending rows (best effort) and close the connection."""
+        if self._client is None:
+            return
+        try:
+            self.maybe_flush(force=True)
+        except StackError as exc:
+            logger.warning("final Milvus flush failed: %s", exc)
+        self._client.close()
+        self._client = None
