@@ -114,17 +114,20 @@ def build_stages() -> list[Stage]:
             f"image tower {r['image_tower']}"), cacheable=False),
         Stage("stack_up", _stack_up, lambda r: "healthy: " + ", ".join(
             f"{k}={'ok' if v else 'DOWN'}" for k, v in r["parts"].items()), cacheable=False),
-        Stage("scl", modeling.run_scl, modeling.summarize_scl, outputs=("scl/scl_eval.json",)),
+        Stage("scl", modeling.run_scl, modeling.summarize_scl, outputs=("scl/scl_eval.json",),
+              chain_keys=("model_dir", "recall@10")),
         Stage("streaming", streaming.run_start_streaming, lambda r: "started " + ", ".join(
             f"{n} (pid {p})" for n, p in r["processes"].items()), cacheable=False),
         Stage("replay", streaming.run_replay, lambda r: "published " + ", ".join(
-            f"{t} {n}" for t, n in r["published"].items()) + f" in {r['seconds']:.0f}s", cacheable=False),
+            f"{t} {n}" for t, n in r["published"].items()) + f" in {r['seconds']:.0f}s", cacheable=False,
+              chain_keys=("published",)),
         Stage("catch_up", streaming.run_catch_up, lambda r: (
             f"committed {sum(r['committed'].values())} events; item freshness p50 "
             f"{r['freshness']['item_p50_ms']:.0f} ms p99 {r['freshness']['item_p99_ms']:.0f} ms; behavior p99 "
-            f"{r['freshness']['behavior_p99_ms']:.0f} ms; dead letters {r['dlq']}"), cacheable=False),
+            f"{r['freshness']['behavior_p99_ms']:.0f} ms; dead letters {r['dlq']}"), cacheable=False,
+              chain_keys=("committed", "dlq")),
         Stage("training_set", modeling.run_training_set, modeling.summarize_training_set,
-              outputs=(modeling.TRAINING_SET,)),
+              outputs=(modeling.TRAINING_SET,), chain_keys=("rows", "rows_without_history")),
         Stage("train", modeling.run_train, modeling.summarize_train, outputs=("ctr/ctr_report.json",)),
         Stage("serve", serving.run_serve, serving.summarize_serve, cacheable=False),
         Stage("report", report.run_report, report.summarize_report, cacheable=False),

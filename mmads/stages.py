@@ -40,6 +40,8 @@ class Stage:
         summary: turns the result into the one-line message printed after the stage.
         cacheable: may be skipped when its fingerprint and outputs are unchanged.
         outputs: files that must exist for a skip (relative to the run dir).
+        chain_keys: fields of the result that later stages depend on; they enter the fingerprints of
+            every later stage, so e.g. a new replay invalidates a cached training set.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Stage:
     summary: Callable[[dict[str, Any]], str]
     cacheable: bool = True
     outputs: tuple[str, ...] = ()
+    chain_keys: tuple[str, ...] = ()
 
 
 @dataclass
@@ -79,16 +82,20 @@ class StageRunner:
             return None
         return dict(rec["result"])
 
+    def _advance(self, fingerprint: str, stage: Stage, result: dict[str, Any]) -> None:
+        keys = json.dumps({k: result.get(k) for k in stage.chain_keys}, sort_keys=True, default=str)
+        self._chain = hashlib.sha256(f"{fingerprint}|{keys}".encode()).hexdigest()[:16]
+
     def execute(self, stage: Stage, ctx: Any) -> dict[str, Any]:
         """Run (or skip) one stage; raises :class:`StageFailedError` naming it."""
         fingerprint = hashlib.sha256(f"{self._chain}|{stage.name}".encode()).hexdigest()[:16]
-        self._chain = fingerprint
         if self.from_stage == stage.name:
             self._reached = True
         cached = None if self._reached else self._cached(stage, fingerprint)
         if cached is not None:
             self.results[stage.name] = cached
             self.timings[stage.name] = 0.0
+            self._advance(fingerprint, stage, cached)
             print(f"[{stage.name}] skipped (outputs exist for the same inputs): {stage.summary(cached)}")
             return cached
         t0 = time.perf_counter()
@@ -103,6 +110,7 @@ class StageRunner:
         seconds = time.perf_counter() - t0
         self.results[stage.name] = result
         self.timings[stage.name] = round(seconds, 2)
+        self._advance(fingerprint, stage, result)
         self._record_path(stage.name).write_text(json.dumps(
             {"fingerprint": fingerprint, "result": result, "seconds": seconds}, indent=2, default=str))
         print(f"[{stage.name}] {stage.summary(result)} ({seconds:.1f}s)")

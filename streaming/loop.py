@@ -145,6 +145,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         parts = [(tp.topic, tp.partition) for tp in revoked]
+        gone = {f"{t}:{p}" for t, p in parts}
+        self.loop.stats.assigned = [tp for tp in self.loop.stats.assigned if tp not in gone]
         if parts:
             self.loop.commit_point("rebalance")
             self.loop.forget(parts)
@@ -155,6 +157,8 @@ class _Rebalance(ConsumerRebalanceListener):
         logger.info("assigned partitions %s", sorted(parts))
         if parts:
             self.loop.processor.on_assigned(parts)
+        self.loop.stats.assigned = sorted({*self.loop.stats.assigned, *(f"{t}:{p}" for t, p in parts)})
+        self.loop.stats_writer.write()
 
 
 class ConsumerLoop:

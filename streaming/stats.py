@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,8 @@ class JobStats:
         retries: sink failures retried with backoff.
         commits: offset commits.
         committed: ``"topic:partition" -> next offset`` last committed by this process.
+        assigned: ``"topic:partition"`` currently owned by this process (readiness: a job is ready
+            to consume once its processes together own every partition of its topic).
         batch_ms: recent batch latencies (ms), for p50/p99 in the log.
     """
 
@@ -61,6 +64,7 @@ class JobStats:
     commits: int = 0
     started_at: float = field(default_factory=time.time)
     committed: dict[str, int] = field(default_factory=dict)
+    assigned: list[str] = field(default_factory=list)
     batch_ms: list[float] = field(default_factory=list)
 
     def add_batch_ms(self, ms: float) -> None:
@@ -156,6 +160,51 @@ def wait_caught_up(cfg: MmadsConfig, expected: dict[str, int], timeout_s: float 
             got = ", ".join(f"{t}: {counts.get(t, 0)}/{n}" for t, n in expected.items())
             raise StackError(f"streaming jobs did not catch up within {timeout_s:.0f}s ({got})")
         time.sleep(0.1)
+
+
+def wait_ready(cfg: MmadsConfig, topics: dict[str, int], timeout_s: float = 120.0,
+               alive: Callable[[], bool] | None = None) -> None:
+    """Wait until the live job processes together own every partition of each topic.
+
+    Args:
+        cfg: the configuration (state dir).
+        topics: topic name -> partition count.
+        timeout_s: how long to wait.
+        alive: returns False when a job process died (stop waiting at once).
+
+    Raises:
+        StackError: not ready within ``timeout_s``, or a job process died.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        owned: dict[str, set[str]] = {t: set() for t in topics}
+        for doc in read_stats(cfg):
+            pid = doc.get("pid")
+            if not isinstance(pid, int) or not _pid_alive(pid):
+                continue
+            assigned = doc.get("assigned")
+            for tp in assigned if isinstance(assigned, list) else []:
+                topic = str(tp).rsplit(":", 1)[0]
+                if topic in owned:
+                    owned[topic].add(str(tp))
+        if all(len(owned[t]) >= n for t, n in topics.items()):
+            return
+        if alive is not None and not alive():
+            raise StackError("a streaming job exited while starting (see its log)")
+        if time.monotonic() > deadline:
+            got = ", ".join(f"{t}: {len(owned[t])}/{n} partitions" for t, n in topics.items())
+            raise StackError(f"streaming jobs not ready within {timeout_s:.0f}s ({got})")
+        time.sleep(0.2)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class FreshnessLog:

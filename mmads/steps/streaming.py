@@ -21,6 +21,7 @@ JOBS = {  # job -> module run as ``python -m``
 }
 REPLAY_RATE = 4000.0  # events/s over the merged timeline: items then arrive at ~100-150/s
 CATCH_UP_TIMEOUT_S = 600.0
+JOB_START_TIMEOUT_S = 180.0  # loading torch, Feast and the encoders takes a while on 2 busy cores
 
 
 def job_names(ctx: RunContext) -> list[str]:
@@ -73,11 +74,14 @@ def run_start_streaming(ctx: RunContext) -> dict[str, Any]:
             if job == "items":
                 argv += ["--model", str(model_dir)]
             started[name] = start_process(ctx.cfg.state_dir, name, argv, role="client").pid
-    time.sleep(1.0)
-    dead = [n for n in started if live_record(ctx.cfg.state_dir, n) is None]
-    if dead:
-        raise RuntimeError(f"streaming jobs exited at start: {dead}; see {ctx.run_dir / 'logs'}")
-    return {"processes": started, "model_dir": str(model_dir)}
+    from streaming.stats import wait_ready
+
+    t = ctx.cfg.kafka.topics
+    t0 = time.perf_counter()
+    wait_ready(ctx.cfg, dict.fromkeys((t.items, t.behaviors, t.impressions), ctx.cfg.kafka.partitions),
+               timeout_s=JOB_START_TIMEOUT_S,
+               alive=lambda: all(live_record(ctx.cfg.state_dir, n) is not None for n in started))
+    return {"processes": started, "model_dir": str(model_dir), "ready_s": round(time.perf_counter() - t0, 1)}
 
 
 def run_replay(ctx: RunContext) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from infra.errors import ConfigError, ModelArtifactError
+from tests.unit.training.fake_market import Market
+from training.experiment import PREDICTIONS_FILE, train_and_evaluate
+from training.models.ranker import Ranker
+
+KEYS = {"auc", "gauc", "auc_new", "gauc_new", "logloss", "gauc_delta_ci", "gauc_std", "train_seconds"}
+
+
+@pytest.fixture(scope="module")
+def run(market: Market, small_cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ctr")
+    section = train_and_evaluate(market.frame, market.item_vectors, small_cfg, out, progress=False)
+    return out, section
+
+
+def test_report_has_every_model_key_and_file(run) -> None:
+    out, section = run
+    assert list(section) == ["id_only", "simtier", "make", "make_ft", "simtier_make", "lightgbm"]
+    for row in section.values():
+        assert KEYS <= set(row)
+        assert 0.0 <= row["auc"] <= 1.0
+    for f in ("ctr_report.json", "ctr_report.md", "gauc_by_model.png", "calibration.png", "training_curves.png"):
+        assert (out / f).stat().st_size > 0
+    doc = json.loads((out / "ctr_report.json").read_text())
+    assert doc["ctr"]["simtier"]["gauc"] == pytest.approx(section["simtier"]["gauc"])
+    assert "| simtier_make |" in (out / "ctr_report.md").read_text()
+
+
+def test_similarity_feature_beats_id_only(run) -> None:
+    _, section = run
+    # the fake market's clicks depend on content similarity to the history: SimTier must see it
+    assert section["simtier"]["gauc"] > section["id_only"]["gauc"] + 0.02
+    assert section["simtier"]["gauc_delta_ci"][0] > 0
+
+
+@pytest.mark.parametrize("name", ["simtier_make", "make_ft", "id_only"])
+def test_save_load_gives_identical_predictions(run, market: Market, name: str) -> None:
+    out, _ = run
+    preds = pd.read_parquet(out / PREDICTIONS_FILE)
+    ranker = Ranker.load(out / "models" / name)
+    test = market.frame.sort_values("ts", kind="stable")
+    test = test[test["ts"] >= preds["ts"].min()].drop(columns=["clicked"])
+    key = ["user_id", "item_id", "ts"]
+    assert test[key].reset_index(drop=True).equals(preds[key])
+    scores = ranker.score(test, market.item_vectors)
+    np.testing.assert_allclose(scores, preds[name].to_numpy(), atol=1e-5)
+    assert ranker.model_version.startswith(f"{name}-")
+    no_emb = test.assign(has_emb=False, item_emb=[np.zeros(16, np.float32)] * len(test))
+    assert np.isfinite(ranker.score(no_emb.head(50), market.item_vectors)).all()
+
+
+def test_fixed_seed_gives_the_same_metrics_twice(run, market: Market, small_cfg, tmp_path) -> None:
+    _, first = run
+    models = ("id_only", "make")
+    again = train_and_evaluate(market.frame, market.item_vectors, small_cfg, tmp_path / "a", models=models,
+                               progress=False)
+    for m in models:
+        for k in ("auc", "gauc", "gauc_new", "logloss", "gauc_delta_ci"):
+            assert again[m][k] == first[m][k], (m, k)
+
+
+def test_unknown_model_and_missing_artifact_are_errors(market: Market, small_cfg, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="bogus"):
+        train_and_evaluate(market.frame, market.item_vectors, small_cfg, tmp_path, models=["bogus"])
+    with pytest.raises(ModelArtifactError, match="not a CTR model directory"):
+        Ranker.load(tmp_path)

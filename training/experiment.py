@@ -1,0 +1,193 @@
+"""The CTR ablation: split, train every model for every seed, evaluate, save artifacts, report.
+
+``train_and_evaluate`` is what ``mmads train`` and the main job call. Per model and seed the test
+rows are scored; metrics are averaged over seeds; the bootstrap CIs resample users and average the
+GAUC difference to ``id_only`` over seeds (seed i of a model is paired with seed i of id_only).
+Artifacts of the first seed are saved under ``out_dir/models/<name>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from infra.config import MmadsConfig
+from infra.errors import ConfigError
+from training.data import TimeSplit, load_training_set, time_split
+from training.lightgbm_baseline import fit_lightgbm
+from training.metrics import PerUserAUC, auc, bootstrap_gauc_ci, bootstrap_gauc_delta, logloss, per_user_auc
+from training.models.ctr import MAKE, MAKE_MODELS, TORCH_MODELS, model_config
+from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
+from training.models.ranker import save_model
+from training.report import write_report
+from training.trainer import TrainingLog, fit_ctr_model, fit_make, predict_proba
+
+logger = logging.getLogger(__name__)
+
+ALL_MODELS = (*TORCH_MODELS, "lightgbm")
+PREDICTIONS_FILE = "ctr_test_predictions.parquet"
+MIN_ITEM_COUNT = 2  # items with fewer training impressions share the OOV ("cold item") embedding
+
+
+@dataclass
+class _Prepared:
+    split: TimeSplit
+    vocab: IdVocab
+    train: CTRInputs
+    test: CTRInputs
+    n_fit: int
+    vec_dim: int
+
+
+@dataclass
+class _Runs:
+    """Per model: test probabilities and training logs, one per seed."""
+
+    proba: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, proba: np.ndarray, log: dict[str, Any], seconds: float) -> None:
+        self.proba.setdefault(name, []).append(proba)
+        self.logs.setdefault(name, []).append(log)
+        self.seconds.setdefault(name, []).append(seconds)
+
+
+def _prepare(train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: MmadsConfig) -> _Prepared:
+    frame = load_training_set(train_set, cfg.model.n_tiers)
+    split = time_split(frame, cfg, item_vectors)
+    vocab = IdVocab.fit(split.train, min_item_count=MIN_ITEM_COUNT)
+    lookup = ItemVectorLookup.from_frame(item_vectors)
+
+    def build(f: pd.DataFrame) -> CTRInputs:
+        return build_inputs(f, lookup, vocab, n_tiers=cfg.model.n_tiers, history_len=cfg.model.history_len)
+
+    n_fit = int((split.train["ts"] < split.valid_start).sum())  # train is sorted: fit rows come first
+    return _Prepared(split, vocab, build(split.train), build(split.test), n_fit, lookup.dim)
+
+
+def _train_seed(prep: _Prepared, cfg: MmadsConfig, models: Sequence[str], seed: int, runs: _Runs,
+                save_dir: Path | None, progress: bool) -> None:
+    ctr = cfg.model.ctr
+    make: MAKE | None = None
+    make_log = TrainingLog()
+    if any(m in MAKE_MODELS for m in models):
+        mc = model_config("make", prep.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
+                          n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim)
+        assert mc.make is not None  # "make" always carries a MAKE part
+        fit, valid = prep.train.select(slice(0, prep.n_fit)), prep.train.select(slice(prep.n_fit, None))
+        make, make_log = fit_make(fit, valid, mc.make, ctr, seed=seed, progress=progress)
+    for name in models:
+        if name == "lightgbm":
+            res = fit_lightgbm(prep.split, cfg.model.n_tiers, ctr, seed=seed)
+            runs.add(name, res.test_proba, {"valid_logloss": res.valid_logloss}, res.seconds)
+            if save_dir is not None:
+                (save_dir / name).mkdir(parents=True, exist_ok=True)
+                res.booster.save_model(str(save_dir / name / "model.txt"))
+            continue
+        mc = model_config(name, prep.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
+                          n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim)
+        with_make = make if mc.make is not None else None
+        model, log = fit_ctr_model(mc, prep.train, ctr, seed=seed, make=with_make, progress=progress, desc=name)
+        seconds = log.seconds + (make_log.seconds if with_make is not None else 0.0)
+        entry = {"id_stage": log.to_dict(), **({"make_pretrain": make_log.to_dict()} if with_make else {})}
+        runs.add(name, predict_proba(model, prep.test), entry, seconds)
+        if save_dir is not None:
+            save_model(model, prep.vocab, save_dir / name, name=name, n_tiers=cfg.model.n_tiers,
+                       history_len=cfg.model.history_len, vec_dim=prep.vec_dim, extra={"seed": seed})
+
+
+def _per_user(test: pd.DataFrame, proba: np.ndarray, rows: np.ndarray) -> PerUserAUC:
+    return per_user_auc(test["user_id"].to_numpy()[rows], test["clicked"].to_numpy()[rows], proba[rows])
+
+
+def _metrics(test: pd.DataFrame, runs: _Runs, n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    y = test["clicked"].to_numpy()
+    new = test["is_new"].to_numpy(bool)
+    every = np.ones(len(test), dtype=bool)
+    per_user = {m: [(_per_user(test, p, every), _per_user(test, p, new)) for p in ps] for m, ps in runs.proba.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, probas in runs.proba.items():
+        gaucs = [pu[0].gauc for pu in per_user[name]]
+        row: dict[str, Any] = {
+            "auc": float(np.mean([auc(y, p) for p in probas])),
+            "gauc": float(np.mean(gaucs)),
+            "auc_new": float(np.mean([auc(y[new], p[new]) for p in probas])) if new.any() else float("nan"),
+            "gauc_new": float(np.mean([pu[1].gauc for pu in per_user[name]])),
+            "logloss": float(np.mean([logloss(y, p) for p in probas])),
+            "gauc_std": float(np.std(gaucs)),
+            "train_seconds": float(np.mean(runs.seconds[name])),
+            "gauc_ci": list(bootstrap_gauc_ci([pu[0] for pu in per_user[name]], n_resamples=n_boot, seed=seed)),
+            "gauc_new_ci": list(bootstrap_gauc_ci([pu[1] for pu in per_user[name]], n_resamples=n_boot,
+                                                  seed=seed)),
+        }
+        if "id_only" in per_user:
+            for k, key in ((0, "gauc_delta_ci"), (1, "gauc_new_delta_ci")):
+                pairs = [pu[k] for pu in per_user[name]], [pu[k] for pu in per_user["id_only"]]
+                row[key] = list(bootstrap_gauc_delta(*pairs, n_resamples=n_boot, seed=seed))
+        out[name] = row
+    return out
+
+
+def train_and_evaluate(
+    train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: MmadsConfig, out_dir: Path, *,
+    models: Sequence[str] = ALL_MODELS, seeds: int | None = None, progress: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate the ablation; write artifacts, ``ctr_report.json``/``.md`` and plots.
+
+    Also writes ``out_dir/ctr_test_predictions.parquet``: the test rows' keys (``user_id``,
+    ``item_id``, ``ts``, ``clicked``, ``is_new``) and the first seed's probability per model, in the
+    order of the test rows (the training set sorted by ``ts``, stable).
+
+    Args:
+        train_set: the training-set frame or parquet path (training-set contract).
+        item_vectors: the item-vector table (``item_id``, ``emb``, ``category``, ``created_at``).
+        cfg: configuration (``model``, ``model.ctr``, ``data``).
+        out_dir: run directory; models go to ``out_dir/models/<name>/``.
+        models: which of ``id_only, simtier, make, make_ft, simtier_make, lightgbm`` to run.
+        seeds: number of seeds (default ``cfg.model.ctr.seeds``); seed i is ``cfg.model.seed + i``.
+        progress: show progress bars.
+
+    Returns:
+        The report's "ctr" section: per model ``auc``, ``gauc``, ``auc_new``, ``gauc_new``,
+        ``logloss``, ``gauc_std``, ``train_seconds``, ``gauc_ci``, ``gauc_new_ci`` and, when id_only ran,
+        ``gauc_delta_ci`` and ``gauc_new_delta_ci`` (95% bootstrap CIs, [lo, hi]).
+    """
+    unknown = [m for m in models if m not in ALL_MODELS]
+    if unknown or not models:
+        raise ConfigError(f"unknown CTR models {unknown}; choose from {list(ALL_MODELS)}")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    n_seeds = seeds or cfg.model.ctr.seeds
+    start = time.perf_counter()
+    prep = _prepare(train_set, item_vectors, cfg)
+    runs = _Runs()
+    out_dir = Path(out_dir)
+    for i in tqdm(range(n_seeds), desc="seeds", disable=not progress or n_seeds == 1):
+        _train_seed(prep, cfg, list(models), cfg.model.seed + i, runs,
+                    out_dir / "models" if i == 0 else None, progress)
+    section = _metrics(prep.split.test, runs, cfg.model.ctr.bootstrap, cfg.model.seed)
+    split = prep.split
+    meta = {
+        "cut": str(split.cut), "valid_start": str(split.valid_start), "n_train": len(split.train),
+        "n_fit": prep.n_fit, "n_test": len(split.test), "n_test_new": int(split.test["is_new"].sum()),
+        "seeds": n_seeds, "bootstrap": cfg.model.ctr.bootstrap, "seconds": time.perf_counter() - start,
+    }
+    first = {m: p[0] for m, p in runs.proba.items()}
+    write_report(out_dir, section, meta, runs.logs, split.test["clicked"].to_numpy(), first)
+    _write_predictions(out_dir / PREDICTIONS_FILE, split.test, first)
+    return section
+
+
+def _write_predictions(path: Path, test: pd.DataFrame, proba: dict[str, np.ndarray]) -> None:
+    """The first seed's test probabilities per model (for parity checks against serving)."""
+    keys = test[["user_id", "item_id", "ts", "clicked", "is_new"]].reset_index(drop=True)
+    pd.concat([keys, pd.DataFrame(proba)], axis=1).to_parquet(path, index=False)

@@ -1,0 +1,292 @@
+"""The one place where a training-set frame becomes model input tensors.
+
+Training (``training.data``) and inference (:class:`training.models.ranker.Ranker`) both call
+:func:`build_inputs`, so the service's scores equal the offline model's scores on the same features.
+
+Frame schema (the training-set contract): ``user_id``, ``item_id``, ``category``, ``has_emb``,
+``item_emb`` (d floats, zeros when missing), ``hist_item_ids`` (newest first), ``tier_0..tier_{T-1}``,
+``hist_len``, ``sim_max``, ``sim_mean`` and, for training only, ``clicked``.
+
+Ids are mapped to dense indices by an :class:`IdVocab` fitted on the training rows: index 0 is
+padding, 1 is out-of-vocabulary (ids unseen in training, e.g. new items), known ids start at 2.
+Multimodal vectors are L2-normalised here; history vectors are gathered from an
+:class:`ItemVectorLookup` by a precomputed ``(R, N)`` index tensor (0 = no vector: a zero row).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from infra.errors import FeatureError, ModelArtifactError
+
+PAD = 0
+OOV = 1
+FIRST_ID = 2
+SIM_COLUMNS = ("hist_len", "sim_max", "sim_mean")
+BASE_COLUMNS = ("user_id", "item_id", "category", "has_emb", "item_emb", "hist_item_ids")
+
+
+def tier_columns(n_tiers: int) -> list[str]:
+    """The SimTier count columns ``tier_0..tier_{T-1}``."""
+    return [f"tier_{t}" for t in range(n_tiers)]
+
+
+def _index(known: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Dense index of each id in the sorted array ``known`` (FIRST_ID + position), OOV when absent."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(known) == 0:
+        return np.full(ids.shape, OOV, dtype=np.int64)
+    pos = np.searchsorted(known, ids)
+    pos_c = np.minimum(pos, len(known) - 1)
+    found = known[pos_c] == ids
+    return np.where(found, pos_c + FIRST_ID, OOV).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class IdVocab:
+    """Dense id vocabularies for users, items and categories (0 = padding, 1 = OOV).
+
+    Attributes:
+        user_ids: known user ids, sorted, shape (U,).
+        item_ids: known item ids, sorted, shape (I,).
+        categories: known categories, sorted.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    categories: tuple[str, ...]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, *, min_item_count: int = 1) -> IdVocab:
+        """Fit on training rows: target items seen at least ``min_item_count`` times plus history items.
+
+        Items seen fewer times stay OOV, so the OOV embedding is trained on rare items and new items
+        in test get a learned "cold item" vector rather than an untrained one.
+        """
+        counts = frame["item_id"].value_counts()
+        targets = counts.index[counts >= min_item_count].to_numpy(np.int64)
+        hist = _flatten_lists(frame["hist_item_ids"])[0]
+        items = np.unique(np.concatenate([targets, hist]))
+        users = np.unique(frame["user_id"].to_numpy(np.int64))
+        cats = tuple(sorted(frame["category"].astype(str).unique().tolist()))
+        return cls(user_ids=users, item_ids=items, categories=cats)
+
+    @property
+    def n_users(self) -> int:
+        """Size of the user embedding table (with padding and OOV rows)."""
+        return len(self.user_ids) + FIRST_ID
+
+    @property
+    def n_items(self) -> int:
+        """Size of the item embedding table (with padding and OOV rows)."""
+        return len(self.item_ids) + FIRST_ID
+
+    @property
+    def n_categories(self) -> int:
+        """Size of the category embedding table (with padding and OOV rows)."""
+        return len(self.categories) + FIRST_ID
+
+    def users(self, ids: np.ndarray) -> np.ndarray:
+        """Dense user indices, shape like ``ids``."""
+        return _index(self.user_ids, ids)
+
+    def items(self, ids: np.ndarray) -> np.ndarray:
+        """Dense item indices, shape like ``ids``."""
+        return _index(self.item_ids, ids)
+
+    def category_index(self, cats: Sequence[str] | pd.Series) -> np.ndarray:
+        """Dense category indices, shape (len(cats),)."""
+        codes = pd.Categorical(pd.Series(cats).astype(str), categories=list(self.categories)).codes
+        return np.where(codes >= 0, codes.astype(np.int64) + FIRST_ID, OOV)
+
+    def save(self, path: Path) -> None:
+        """Write the vocabulary to ``path`` (npz) and ``path.with_suffix('.json')`` (categories)."""
+        np.savez(path, user_ids=self.user_ids, item_ids=self.item_ids)
+        path.with_suffix(".json").write_text(json.dumps(list(self.categories)))
+
+    @classmethod
+    def load(cls, path: Path) -> IdVocab:
+        """Read a vocabulary written by :meth:`save`."""
+        npz = path if path.suffix == ".npz" else path.with_suffix(".npz")
+        if not npz.is_file() or not npz.with_suffix(".json").is_file():
+            raise ModelArtifactError(f"vocabulary files missing: {npz} / {npz.with_suffix('.json')}")
+        arrays = np.load(npz)
+        cats = tuple(json.loads(npz.with_suffix(".json").read_text()))
+        return cls(user_ids=arrays["user_ids"], item_ids=arrays["item_ids"], categories=cats)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def _stack_vectors(values: Sequence[object], dim: int | None) -> np.ndarray:
+    """Stack list/array cells into (R, d) float32; None cells become zeros."""
+    if dim is None:
+        dim = next((len(v) for v in values if v is not None), 0)  # type: ignore[arg-type]
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    ok = [i for i, v in enumerate(values) if v is not None and len(v) > 0]  # type: ignore[arg-type]
+    if ok:
+        stacked = np.stack([np.asarray(values[i], dtype=np.float32) for i in ok])
+        if stacked.shape[1] != dim:
+            raise FeatureError(f"vector dimension {stacked.shape[1]} differs from the expected {dim}")
+        out[ok] = stacked
+    return out
+
+
+class ItemVectorLookup:
+    """Item id -> L2-normalised multimodal vector, as one dense tensor for vectorised gathers.
+
+    Attributes:
+        item_ids: sorted item ids, shape (I,).
+        vectors: (I + 1, d) float32; row 0 is the zero "no vector" row, row ``k + 1`` is item_ids[k].
+    """
+
+    def __init__(self, item_ids: np.ndarray, vectors: torch.Tensor) -> None:
+        self.item_ids = item_ids
+        self.vectors = vectors
+
+    @classmethod
+    def from_frame(cls, item_vectors: pd.DataFrame) -> ItemVectorLookup:
+        """Build from the item-vector table (``item_id``, ``emb``; other columns are ignored)."""
+        for col in ("item_id", "emb"):
+            if col not in item_vectors.columns:
+                raise FeatureError(f"item-vector table lacks column '{col}'")
+        table = item_vectors.drop_duplicates("item_id", keep="last").sort_values("item_id")
+        emb = _normalise(_stack_vectors(table["emb"].tolist(), None))
+        vectors = torch.zeros((len(table) + 1, emb.shape[1]), dtype=torch.float32)
+        vectors[1:] = torch.from_numpy(emb)
+        return cls(table["item_id"].to_numpy(np.int64), vectors)
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension d."""
+        return int(self.vectors.shape[1])
+
+    def index(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id in :attr:`vectors` (0 when the item has no vector), shape like ``ids``."""
+        idx = _index(self.item_ids, ids)
+        return np.where(idx == OOV, 0, idx - FIRST_ID + 1)
+
+
+@dataclass(frozen=True)
+class CTRInputs:
+    """Model inputs for R rows (a whole dataset or one batch).
+
+    Attributes:
+        user, item, category: dense ids, (R,) int64.
+        hist_items: dense history item ids, newest first, 0-padded, (R, N) int64.
+        hist_vec_idx: rows of ``vectors`` for the history items (0 = none/padding), (R, N) int64.
+        target_vec: L2-normalised target item vector (zeros when missing), (R, d) float32.
+        has_emb: whether the target has a vector, (R,) bool.
+        simtier: ``tier_0..tier_{T-1}, hist_len, sim_max, sim_mean``, (R, T + 3) float32.
+        vectors: the shared item-vector table, (I + 1, d) float32 (not sliced by :meth:`select`).
+        label: clicks as float (R,), or None at inference.
+    """
+
+    user: torch.Tensor
+    item: torch.Tensor
+    category: torch.Tensor
+    hist_items: torch.Tensor
+    hist_vec_idx: torch.Tensor
+    target_vec: torch.Tensor
+    has_emb: torch.Tensor
+    simtier: torch.Tensor
+    vectors: torch.Tensor
+    label: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def select(self, idx: torch.Tensor | slice) -> CTRInputs:
+        """The rows ``idx`` (a slice or an index tensor); the vector table is shared."""
+        return replace(
+            self,
+            user=self.user[idx], item=self.item[idx], category=self.category[idx],
+            hist_items=self.hist_items[idx], hist_vec_idx=self.hist_vec_idx[idx],
+            target_vec=self.target_vec[idx], has_emb=self.has_emb[idx], simtier=self.simtier[idx],
+            label=None if self.label is None else self.label[idx],
+        )
+
+    def hist_mask(self) -> torch.Tensor:
+        """True at real (non-padding) history positions, (R, N) bool."""
+        return self.hist_items != PAD
+
+    def hist_vectors(self) -> torch.Tensor:
+        """The history items' vectors (zeros where missing or padding), (R, N, d)."""
+        return self.vectors[self.hist_vec_idx]
+
+
+def _flatten_lists(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten a column of id lists: (values (L,) int64, lengths (R,) int64); None counts as empty."""
+    cells = [np.asarray(v if v is not None else (), dtype=np.int64) for v in col.tolist()]
+    lengths = np.fromiter((len(c) for c in cells), dtype=np.int64, count=len(cells))
+    values = np.concatenate(cells) if cells else np.zeros(0, dtype=np.int64)
+    return values.astype(np.int64), lengths
+
+
+def _pad_history(col: pd.Series, history_len: int) -> np.ndarray:
+    """(R, N) int64 item ids, newest first, -1 padded (histories longer than N are truncated)."""
+    values, lengths = _flatten_lists(col)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+    pos = np.arange(history_len)
+    take = pos[None, :] < lengths[:, None]
+    src = np.where(take, starts[:, None] + pos[None, :], 0)
+    safe = values[src] if len(values) else np.zeros_like(src)
+    return np.where(take, safe, -1)
+
+
+def check_columns(frame: pd.DataFrame, n_tiers: int) -> None:
+    """Raise FeatureError naming every missing training-set column."""
+    needed = [*BASE_COLUMNS, *tier_columns(n_tiers), *SIM_COLUMNS]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise FeatureError(f"frame lacks training-set columns {missing}")
+
+
+def build_inputs(
+    frame: pd.DataFrame, lookup: ItemVectorLookup, vocab: IdVocab, *, n_tiers: int, history_len: int
+) -> CTRInputs:
+    """Turn a training-set frame into model inputs (the single path for training and serving).
+
+    Args:
+        frame: rows in the training-set schema (``clicked`` optional).
+        lookup: item vectors for the history gather.
+        vocab: the id vocabularies fitted on the training rows.
+        n_tiers: T, the number of SimTier columns.
+        history_len: N, the padded history length.
+
+    Returns:
+        The inputs for all R rows, with labels when ``clicked`` is present.
+    """
+    check_columns(frame, n_tiers)
+    hist = _pad_history(frame["hist_item_ids"], history_len)
+    real = hist >= 0
+    hist_items = np.where(real, vocab.items(np.where(real, hist, 0)), PAD)
+    hist_vec = np.where(real, lookup.index(np.where(real, hist, 0)), 0)
+    has_emb = np.array(frame["has_emb"].fillna(False).to_numpy(bool), copy=True)  # torch wants writable
+    target = _normalise(_stack_vectors(frame["item_emb"].tolist(), lookup.dim)) * has_emb[:, None]
+    sim_cols = [*tier_columns(n_tiers), *SIM_COLUMNS]
+    simtier = frame[sim_cols].astype("float64").fillna(0.0).to_numpy(np.float32)
+    label = None
+    if "clicked" in frame.columns:
+        label = torch.from_numpy(frame["clicked"].to_numpy(np.float32))
+    return CTRInputs(
+        user=torch.from_numpy(vocab.users(frame["user_id"].to_numpy(np.int64))),
+        item=torch.from_numpy(vocab.items(frame["item_id"].to_numpy(np.int64))),
+        category=torch.from_numpy(vocab.category_index(frame["category"])),
+        hist_items=torch.from_numpy(hist_items.astype(np.int64)),
+        hist_vec_idx=torch.from_numpy(hist_vec.astype(np.int64)),
+        target_vec=torch.from_numpy(target.astype(np.float32)),
+        has_emb=torch.from_numpy(has_emb),
+        simtier=torch.from_numpy(simtier),
+        vectors=lookup.vectors,
+        label=label,
+    )

@@ -1,0 +1,128 @@
+"""Saved CTR models: the artifact format, saving, and :class:`Ranker` for inference.
+
+A model directory holds ``model.pt`` (the state dict), ``config.json`` (format version, model name
+and :class:`CTRModelConfig`, ``n_tiers``, ``history_len``, ``vec_dim``, ``model_version``) and
+``vocab.npz`` + ``vocab.json`` (the id vocabularies). ``Ranker.score`` builds its inputs with the same
+:func:`~training.models.inputs.build_inputs` and runs the same :func:`predict_logits` as the
+offline evaluation, so scores match the offline model's on the same features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from infra.errors import FeatureError, ModelArtifactError
+from training.models.ctr import CTRModel, CTRModelConfig, predict_logits
+from training.models.inputs import IdVocab, ItemVectorLookup, build_inputs
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.pt"
+VOCAB_FILE = "vocab.npz"
+
+
+def _weights_digest(state: dict[str, torch.Tensor]) -> str:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return hashlib.sha256(buf.getvalue()).hexdigest()[:12]
+
+
+def save_model(model: CTRModel, vocab: IdVocab, model_dir: Path, *, name: str, n_tiers: int,
+               history_len: int, vec_dim: int, extra: dict[str, Any] | None = None) -> str:
+    """Write a model directory.
+
+    Args:
+        model: the trained model.
+        vocab: its id vocabularies.
+        model_dir: the directory (created).
+        name: the ablation name (``id_only``, ...).
+        n_tiers: SimTier tiers T of the features it was trained on.
+        history_len: history length N.
+        vec_dim: multimodal vector width d.
+        extra: more JSON-ready metadata (seed, metrics, ...).
+
+    Returns:
+        The model version: ``<name>-<first 12 hex digits of the weights' sha256>``.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    version = f"{name}-{_weights_digest(state)}"
+    torch.save(state, model_dir / WEIGHTS_FILE)
+    vocab.save(model_dir / VOCAB_FILE)
+    meta = {
+        "format": FORMAT_VERSION, "name": name, "model_version": version, "model": model.cfg.to_dict(),
+        "n_tiers": n_tiers, "history_len": history_len, "vec_dim": vec_dim, **(extra or {}),
+    }
+    (model_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    logger.info("saved %s to %s", version, model_dir)
+    return version
+
+
+class Ranker:
+    """A trained CTR model loaded for inference.
+
+    Attributes:
+        model_version: ``<name>-<weights digest>``, stable for the same weights.
+        name: the ablation name.
+        n_tiers, history_len, vec_dim: the feature shapes the model expects.
+    """
+
+    def __init__(self, model: CTRModel, vocab: IdVocab, meta: dict[str, Any]) -> None:
+        self.model = model.eval()
+        self.vocab = vocab
+        self.name: str = meta["name"]
+        self.model_version: str = meta["model_version"]
+        self.n_tiers: int = int(meta["n_tiers"])
+        self.history_len: int = int(meta["history_len"])
+        self.vec_dim: int = int(meta["vec_dim"])
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Ranker:
+        """Load a model directory written by :func:`save_model`.
+
+        Raises:
+            ModelArtifactError: files are missing, of another format version, or do not fit.
+        """
+        model_dir = Path(model_dir)
+        cfg_file = model_dir / CONFIG_FILE
+        if not cfg_file.is_file() or not (model_dir / WEIGHTS_FILE).is_file():
+            raise ModelArtifactError(f"{model_dir} is not a CTR model directory (no {CONFIG_FILE} / {WEIGHTS_FILE})")
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ModelArtifactError(f"{model_dir}: format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        model = CTRModel(CTRModelConfig.from_dict(meta["model"]))
+        state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelArtifactError(f"{model_dir}: weights do not fit the config: {exc}") from None
+        return cls(model, IdVocab.load(model_dir / VOCAB_FILE), meta)
+
+    def score(self, frame: pd.DataFrame, item_vectors: ItemVectorLookup | pd.DataFrame) -> np.ndarray:
+        """Click probabilities for rows in the training-set schema (``clicked`` not needed).
+
+        Args:
+            frame: R rows: the user's history ids, the candidate's vector and SimTier features.
+            item_vectors: the item-vector lookup (or table) for the history gather.
+
+        Returns:
+            (R,) float64 probabilities.
+        """
+        lookup = item_vectors
+        if not isinstance(lookup, ItemVectorLookup):
+            lookup = ItemVectorLookup.from_frame(lookup)
+        if lookup.dim != self.vec_dim:
+            raise FeatureError(f"item vectors have d={lookup.dim}, model {self.model_version} expects {self.vec_dim}")
+        inputs = build_inputs(frame, lookup, self.vocab, n_tiers=self.n_tiers, history_len=self.history_len)
+        return torch.sigmoid(predict_logits(self.model, inputs)).numpy().astype(np.float64)

@@ -1,0 +1,155 @@
+"""The CTR report: ``ctr_report.json``, the ``ctr_report.md`` ablation table and PNG plots.
+
+Plots: ``gauc_by_model.png`` (GAUC overall and on new items with 95% bootstrap CIs),
+``calibration.png`` (mean prediction vs click rate per decile, first seed) and
+``training_curves.png`` (training loss per model, MAKE's validation AUC per epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import numpy as np  # noqa: E402
+
+from training.metrics import calibration_curve  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _delta(row: Mapping[str, Any], base: Mapping[str, Any] | None, key: str, ci_key: str) -> str:
+    if base is None or ci_key not in row:
+        return "n/a"
+    if row is base:
+        return "(baseline)"
+    d = row[key] - base[key]
+    lo, hi = row[ci_key]
+    return f"{d:+.4f} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def ablation_markdown(section: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+    """The report.md ablation table (deltas vs id_only with 95% bootstrap CIs)."""
+    base = section.get("id_only")
+    lines = [
+        "# CTR ablation",
+        "",
+        f"Split at {meta.get('cut')}: {meta.get('n_train')} train rows (validation slice from "
+        f"{meta.get('valid_start')}), {meta.get('n_test')} test rows, {meta.get('n_test_new')} on new "
+        f"items. Mean over {meta.get('seeds')} seed(s); CIs: {meta.get('bootstrap')} bootstrap resamples "
+        "of users.",
+        "",
+        "| model | AUC | GAUC | ΔGAUC vs id_only [95% CI] | AUC new | GAUC new | ΔGAUC new [95% CI] "
+        "| logloss | GAUC std | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in section.items():
+        lines.append(
+            f"| {name} | {_fmt(row['auc'])} | {_fmt(row['gauc'])} | {_delta(row, base, 'gauc', 'gauc_delta_ci')} "
+            f"| {_fmt(row['auc_new'])} | {_fmt(row['gauc_new'])} "
+            f"| {_delta(row, base, 'gauc_new', 'gauc_new_delta_ci')} | {_fmt(row['logloss'])} "
+            f"| {_fmt(row['gauc_std'])} | {row['train_seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_gauc(section: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Bars of GAUC overall and on new items, error bars = each GAUC's 95% bootstrap CI."""
+    names = list(section)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 4))
+    for shift, key, label in ((-0.2, "gauc", "all test rows"), (0.2, "gauc_new", "new items")):
+        values = np.array([section[n][key] for n in names], dtype=float)
+        ci = np.array([section[n][f"{key}_ci"] for n in names], dtype=float).reshape(len(names), 2)
+        err = np.nan_to_num(np.abs(ci - values[:, None]).T)
+        ax.bar(x + shift, np.nan_to_num(values), 0.4, yerr=err, capsize=3, label=label)
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylabel("GAUC")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_calibration(labels: np.ndarray, proba: Mapping[str, np.ndarray], path: Path) -> None:
+    """Reliability curves (deciles of the prediction) for each model."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    for name, p in proba.items():
+        mean_pred, rate = calibration_curve(labels, p)
+        ax.plot(mean_pred, rate, marker="o", label=name)
+    ax.set_xlabel("mean predicted click probability")
+    ax.set_ylabel("observed click rate")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_training(logs: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -> None:
+    """Training loss per model (first seed) and MAKE's validation AUC per pre-training epoch."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, per_seed in logs.items():
+        stage = per_seed[0].get("id_stage")
+        if stage:
+            left.plot(stage["steps"], stage["losses"], label=name)
+        pre = per_seed[0].get("make_pretrain")
+        if pre and name == "make":
+            right.plot(range(1, len(pre["val_auc"]) + 1), pre["val_auc"], marker="o", label="MAKE")
+    left.set_xlabel("step")
+    left.set_ylabel("training log loss")
+    left.legend()
+    right.set_xlabel("MAKE pre-training epoch")
+    right.set_ylabel("validation AUC")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir: Path, section: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any],
+                 logs: Mapping[str, Sequence[Mapping[str, Any]]], labels: np.ndarray,
+                 proba: Mapping[str, np.ndarray]) -> None:
+    """Write ``ctr_report.json``, ``ctr_report.md`` and the three PNG plots into ``out_dir``.
+
+    Args:
+        out_dir: the run directory (created).
+        section: per-model metrics (the report's "ctr" section).
+        meta: split sizes, cut, seeds, bootstrap count.
+        logs: per model, one training log dict per seed.
+        labels: test labels, shape (R,).
+        proba: per model, the first seed's test probabilities, shape (R,).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"ctr": section, "split": meta, "training": logs}
+    (out_dir / "ctr_report.json").write_text(json.dumps(_clean(doc), indent=2))
+    (out_dir / "ctr_report.md").write_text(ablation_markdown(section, meta))
+    plot_gauc(section, out_dir / "gauc_by_model.png")
+    plot_calibration(labels, proba, out_dir / "calibration.png")
+    plot_training(logs, out_dir / "training_curves.png")
+    logger.info("wrote the CTR report to %s", out_dir)

@@ -1,0 +1,195 @@
+"""Training loops and the MAKE schedule.
+
+Schedule (paper, DESIGN.md "MAKE"):
+
+1. **MAKE pre-training.** MAKE alone (target multimodal vector attending over the history's vectors,
+   then an MLP) trains on the CTR objective on the *fit* rows (training period minus the validation
+   slice) for up to ``cfg.model.ctr.make_epochs`` epochs. After each epoch its AUC on the validation
+   slice is measured; training stops after ``make_patience`` epochs without improvement and the best
+   epoch's weights are kept. One pre-trained MAKE per seed is shared by ``make``, ``make_ft`` and
+   ``simtier_make``.
+2. **ID stage.** The ID model (embeddings + DIN attention + MLP, plus SimTier for ``simtier_make``)
+   takes MAKE's attention output, intermediate layer and logit as extra inputs and trains for
+   exactly ONE epoch over all training rows (ID embeddings overfit after one). ``make`` and
+   ``simtier_make`` keep MAKE frozen (its outputs computed without gradients); ``make_ft`` trains
+   MAKE's parameters jointly in that epoch.
+
+``id_only`` and ``simtier`` train ``cfg.model.ctr.id_epochs`` epochs (default 1) over all training
+rows. Nothing is tuned on the test rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from infra.config import CTRConfig
+from training.data import batch_loader
+from training.metrics import auc
+from training.models.ctr import MAKE, CTRModel, CTRModelConfig, MakeConfig, predict_logits
+from training.models.inputs import CTRInputs
+
+logger = logging.getLogger(__name__)
+
+LOG_EVERY = 20  # steps per point of the training curve
+EVAL_BATCH = 8192
+
+
+class CTRLoss(nn.Module):
+    """The thin training wrapper that owns the loss: mean binary cross-entropy on logits.
+
+    Args:
+        model: any module mapping a CTRInputs batch to logits (B,).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, batch: CTRInputs) -> torch.Tensor:
+        """Scalar loss of a labelled batch."""
+        if batch.label is None:
+            raise ValueError("CTRLoss needs a labelled batch")
+        return self.bce(self.model(batch), batch.label)
+
+
+@dataclass
+class TrainingLog:
+    """What one training run did (the report's training curves and timings).
+
+    Attributes:
+        steps, losses: the training curve (mean loss over each LOG_EVERY steps).
+        epochs: completed epochs; samples: rows trained on; seconds: wall time in the loops.
+        val_auc: validation AUC after each epoch (MAKE pre-training only).
+        best_epoch: the epoch whose weights were kept (MAKE pre-training only).
+    """
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    epochs: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    val_auc: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+
+    @property
+    def samples_per_s(self) -> float:
+        """Training throughput."""
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {**asdict(self), "samples_per_s": self.samples_per_s}
+
+
+def train_epoch(
+    model: nn.Module, data: CTRInputs, optimizer: torch.optim.Optimizer, *, batch_size: int, seed: int,
+    log: TrainingLog, progress: bool = False, desc: str = "train",
+) -> None:
+    """One shuffled pass over ``data``, appending to ``log``."""
+    loss_fn = CTRLoss(model)
+    model.train()
+    running, n_run = 0.0, 0
+    start = time.perf_counter()
+    loader = batch_loader(data, batch_size, shuffle=True, seed=seed + 7919 * log.epochs)
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        loss = loss_fn(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += float(loss.detach())
+        n_run += 1
+        log.samples += len(batch)
+        if n_run == LOG_EVERY:
+            log.steps.append(log.steps[-1] + LOG_EVERY if log.steps else LOG_EVERY)
+            log.losses.append(running / n_run)
+            running, n_run = 0.0, 0
+    log.seconds += time.perf_counter() - start
+    log.epochs += 1
+
+
+def predict_proba(model: nn.Module, data: CTRInputs, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Click probabilities of every row, shape (R,) (the same computation as ``Ranker.score``)."""
+    return torch.sigmoid(predict_logits(model, data, batch_size)).numpy().astype(np.float64)
+
+
+def fit_make(
+    fit: CTRInputs, valid: CTRInputs, make_cfg: MakeConfig, ctr: CTRConfig, *, seed: int, progress: bool = False
+) -> tuple[MAKE, TrainingLog]:
+    """Pre-train MAKE alone with early stopping on the validation slice.
+
+    Args:
+        fit: training rows before the validation slice.
+        valid: the validation slice (labelled).
+        make_cfg: MAKE's configuration.
+        ctr: epochs (``make_epochs``), patience, batch size, learning rate.
+        seed: initialisation and shuffling seed.
+        progress: show progress bars.
+
+    Returns:
+        MAKE with the best epoch's weights, and its training log.
+    """
+    torch.manual_seed(seed)
+    make = MAKE(make_cfg)
+    opt = torch.optim.Adam(make.parameters(), lr=ctr.lr)
+    log = TrainingLog()
+    best, best_state, stale = -np.inf, copy.deepcopy(make.state_dict()), 0
+    y_valid = valid.label.numpy() if valid.label is not None else np.zeros(0)
+    for epoch in range(ctr.make_epochs):
+        train_epoch(make, fit, opt, batch_size=ctr.batch_size, seed=seed, log=log, progress=progress,
+                    desc=f"MAKE epoch {epoch + 1}")
+        score = auc(y_valid, predict_logits(make, valid).numpy())
+        log.val_auc.append(score)
+        logger.info("MAKE epoch %d: validation AUC %.4f", epoch + 1, score)
+        if score > best:
+            best, best_state, stale, log.best_epoch = score, copy.deepcopy(make.state_dict()), 0, epoch + 1
+        else:
+            stale += 1
+            if stale >= ctr.make_patience:
+                break
+    make.load_state_dict(best_state)
+    return make, log
+
+
+def fit_ctr_model(
+    model_cfg: CTRModelConfig, train: CTRInputs, ctr: CTRConfig, *, seed: int, make: MAKE | None = None,
+    progress: bool = False, desc: str = "ID model",
+) -> tuple[CTRModel, TrainingLog]:
+    """Train an ID-based model: ``id_epochs`` epochs, or exactly one when it carries MAKE.
+
+    Args:
+        model_cfg: the model (its ``make`` part must match ``make``'s config).
+        train: all training rows.
+        ctr: epochs, batch size, learning rate.
+        seed: initialisation and shuffling seed.
+        make: the pre-trained MAKE whose weights are copied in (required iff the model has MAKE).
+        progress: show progress bars.
+        desc: progress bar label.
+
+    Returns:
+        The trained model (eval mode) and its training log.
+    """
+    if (make is None) != (model_cfg.make is None):
+        raise ValueError("pass a pre-trained MAKE exactly when the model config has a MAKE part")
+    torch.manual_seed(seed)
+    model = CTRModel(model_cfg)
+    if make is not None and model.make is not None:
+        model.make.load_state_dict(make.state_dict())
+        model.make.requires_grad_(model_cfg.finetune_make)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=ctr.lr)
+    log = TrainingLog()
+    epochs = 1 if make is not None else ctr.id_epochs
+    for epoch in range(epochs):
+        train_epoch(model, train, opt, batch_size=ctr.batch_size, seed=seed, log=log, progress=progress,
+                    desc=f"{desc} epoch {epoch + 1}")
+    model.eval()
+    return model, log
