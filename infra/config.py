@@ -133,12 +133,12 @@ class SCLConfig(_Section):
     temperature: float = Field(default=0.07, gt=0)
     learn_temperature: bool = False
     queue_size: int = Field(default=4096, ge=0)
-    momentum: float = Field(default=0.995, ge=0, le=1)
+    momentum: float = Field(default=0.99, ge=0, le=1)
     hard_negative_weight: float = Field(default=0.5, ge=0)
     hard_negative_margin: float = Field(default=0.2, ge=0)
     batch_size: int = Field(default=128, ge=2)
-    epochs: int = Field(default=3, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=5e-4, gt=0)
     trainable_text_layers: int = Field(default=0, ge=0, le=6)
     fusion: Literal["mean", "concat"] = "mean"
 
@@ -191,7 +191,7 @@ class StreamingConfig(_Section):
     max_wait_ms: int = Field(default=50, ge=1)
     behavior_batch_size: int = Field(default=2000, ge=1)
     retry_buffer_size: int = Field(default=10000, ge=1)
-    retry_max_wait_s: float = Field(default=10.0, gt=0)
+    retry_max_wait_s: float = Field(default=30.0, gt=0)
     offline_flush_rows: int = Field(default=20000, ge=1)
     offline_flush_s: float = Field(default=5.0, gt=0)
     max_backoff_s: float = Field(default=10.0, gt=0)

@@ -93,13 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.handler(args) or 0)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return 1
     except MmadsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        cause = exc if isinstance(exc, DatasetError) else getattr(exc, "cause", None)
+        for problem in getattr(cause, "problems", []):
+            print(f"  - {problem}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
