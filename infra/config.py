@@ -197,6 +197,7 @@ class StreamingConfig(_Section):
     max_backoff_s: float = Field(default=10.0, gt=0)
     stats_interval_s: float = Field(default=5.0, gt=0)
     processes: int = Field(default=1, ge=1)
+    encoder_threads: int = Field(default=1, ge=1)
 
 
 class ServingConfig(_Section):

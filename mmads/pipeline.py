@@ -119,7 +119,8 @@ def build_stages() -> list[Stage]:
         Stage("streaming", streaming.run_start_streaming, lambda r: "started " + ", ".join(
             f"{n} (pid {p})" for n, p in r["processes"].items()), cacheable=False),
         Stage("replay", streaming.run_replay, lambda r: "published " + ", ".join(
-            f"{t} {n}" for t, n in r["published"].items()) + f" in {r['seconds']:.0f}s", cacheable=False,
+            f"{t} {n}" for t, n in r["published"].items()) + f" in {r['seconds']:.0f}s ({r['backfill_items']} "
+            f"catalogue items indexed first in {r['backfill_s']:.0f}s)", cacheable=False,
               chain_keys=("published",)),
         Stage("catch_up", streaming.run_catch_up, lambda r: (
             f"committed {sum(r['committed'].values())} events; item freshness p50 "
