@@ -179,7 +179,8 @@ def run_pipeline(
     handler = _setup_run_logging(run_dir)
     ctx = RunContext(cfg=cfg, data_dir=Path(data_dir).resolve(), run_dir=run_dir, keep_running=keep_running)
     ctx.config_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
-    base = f"{dataset_manifest(ctx.data_dir)}|{cfg.model_dump_json()}"
+    # what cached stages depend on: the data and the model settings (not ports, paths or job counts)
+    base = f"{dataset_manifest(ctx.data_dir)}|{cfg.model_dump_json(include={'model', 'data'})}"
     ctx.runner = StageRunner(run_dir, base, from_stage=from_stage)
     t0 = time.perf_counter()
     try:

@@ -22,6 +22,8 @@ CTR_MODELS = ("id_only", "simtier", "make", "make_ft", "simtier_make", "lightgbm
 def _num(v: Any, fmt: str = ".4f") -> str:
     if isinstance(v, bool) or v is None:
         return "-" if v is None else str(v)
+    if isinstance(v, int) and fmt.endswith("f"):
+        return str(v)
     if isinstance(v, int | float):
         return format(v, fmt)
     return str(v)

@@ -77,9 +77,10 @@ def _rank_requests(ctx: RunContext, client: httpx.Client) -> tuple[list[dict[str
     users = rng.choice(users, size=min(N_RANK_USERS, len(users)), replace=False)
     all_items = ctx.dataset.items["item_id"].to_numpy()
     requests, latencies = [], []
+    n_cands = min(N_CANDIDATES, len(all_items))
     for uid in tqdm(users, desc="/rank samples", unit="req"):
-        own = test.loc[test["user_id"] == uid, "item_id"].unique()[:N_CANDIDATES]
-        fill = rng.choice(np.setdiff1d(all_items, own), size=N_CANDIDATES - len(own), replace=False)
+        own = test.loc[test["user_id"] == uid, "item_id"].unique()[:n_cands]
+        fill = rng.choice(np.setdiff1d(all_items, own), size=n_cands - len(own), replace=False)
         cands = [int(i) for i in np.concatenate([own, fill])]
         body = {"user_id": int(uid), "candidate_item_ids": cands}
         t0 = time.perf_counter()
