@@ -246,7 +246,9 @@ def test_indexer_killed_mid_stream_loses_and_duplicates_nothing(base_cfg: MmadsC
 
 
 def test_behavior_job_killed_mid_stream_rebuilds_exact_histories(base_cfg: MmadsConfig, jobs: list[Job]) -> None:
-    cfg, first = _isolated(base_cfg)
+    # commits 20 s apart: on a quiet machine the job applies all 3,000 events within seconds, and the
+    # kill must land before the commit that covers them
+    cfg, first = _isolated(base_cfg, streaming={"offline_flush_s": 20.0})
     item_ids = np.arange(first, first + 100, dtype=np.int64)
     _index_directly(cfg, item_ids, seed=1)
     beh = _behaviors(3000, users=40, items=item_ids, first_user=first, seed=2)
