@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,30 +13,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def milvus_count(ctx: RunContext, attempts: int = 4) -> int:
-    """Rows in the item collection (distinct primary keys).
+def milvus_count(ctx: RunContext) -> int:
+    """Rows in the item collection (distinct primary keys)."""
+    from infra.milvus import milvus_client
 
-    Milvus Lite's gRPC server sometimes drops a client's channel ("too_many_pings"); a fresh
-    connection after a short wait works, so this retries a few times.
-    """
-    from pymilvus import MilvusClient
-    from pymilvus.exceptions import MilvusException
-
-    for attempt in range(attempts):
-        try:
-            client = MilvusClient(uri=ctx.cfg.milvus.address, token=ctx.cfg.milvus.token())
-            try:
-                client.flush(ctx.cfg.milvus.collection)
-                res = client.query(ctx.cfg.milvus.collection, filter="", output_fields=["count(*)"])
-            finally:
-                client.close()
-            return int(res[0]["count(*)"])
-        except MilvusException as exc:
-            if attempt == attempts - 1:
-                raise
-            logger.warning("counting Milvus rows failed (%s); retrying", exc)
-            time.sleep(1.0 + attempt)
-    raise AssertionError("unreachable")
+    client = milvus_client(ctx.cfg)
+    try:
+        client.flush(ctx.cfg.milvus.collection)
+        res = client.query(ctx.cfg.milvus.collection, filter="", output_fields=["count(*)"])
+    finally:
+        client.close()
+    return int(res[0]["count(*)"])
 
 
 def feast_counts(ctx: RunContext) -> tuple[int, int]:

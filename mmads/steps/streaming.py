@@ -42,14 +42,13 @@ def reset_streaming_state(ctx: RunContext) -> None:
     """
     import shutil
 
-    from pymilvus import MilvusClient
-
     from feature_repo.data_sources import repo_dir
+    from infra.milvus import milvus_client
     from mmads.commands.stack import stack_up
 
     shutil.rmtree(ctx.cfg.state_dir / "streaming", ignore_errors=True)
     shutil.rmtree(repo_dir(ctx.cfg), ignore_errors=True)
-    client = MilvusClient(uri=ctx.cfg.milvus.address, token=ctx.cfg.milvus.token())
+    client = milvus_client(ctx.cfg)
     try:
         if client.has_collection(ctx.cfg.milvus.collection):
             client.drop_collection(ctx.cfg.milvus.collection)
