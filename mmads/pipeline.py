@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from infra import stack as infra_stack
 from infra.config import MmadsConfig
 from infra.dataset import Dataset, load_dataset, time_cut
 from infra.processes import start_process
+from mmads.memory import PeakMemory
 from mmads.report import summary_table
 from mmads.stages import Stage, StageFailedError, StageRunner, dataset_manifest
 
@@ -95,12 +95,6 @@ def _stack_down(ctx: RunContext) -> dict[str, Any]:
     if ctx.keep_running:
         return {"stopped": [], "kept_running": True}
     return {"stopped": infra_stack.down(ctx.cfg), "kept_running": False}
-
-
-def _peak_rss_gib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, kids) / 1024 / 1024, 2)
 
 
 def build_stages() -> list[Stage]:
@@ -183,9 +177,11 @@ def run_pipeline(
     base = f"{dataset_manifest(ctx.data_dir)}|{cfg.model_dump_json(include={'model', 'data'})}"
     ctx.runner = StageRunner(run_dir, base, from_stage=from_stage)
     t0 = time.perf_counter()
+    memory = PeakMemory(cfg.state_dir)
     try:
-        for stage in build_stages():
-            ctx.runner.execute(stage, ctx)
+        with memory:
+            for stage in build_stages():
+                ctx.runner.execute(stage, ctx)
     except StageFailedError as exc:
         print(f"[{exc.stage}] FAILED: {exc.cause}; logs in {run_dir / 'logs'}", file=sys.stderr)
         infra_stack.down(cfg)
@@ -194,7 +190,7 @@ def run_pipeline(
         logging.getLogger().removeHandler(handler)
     timings = dict(ctx.runner.timings)
     timings["total"] = round(time.perf_counter() - t0, 2)
-    timings["peak_rss_gib"] = _peak_rss_gib()
+    timings["peak_rss_gib"] = memory.peak_gib  # this process + broker, Milvus, jobs and service, summed
     report = dict(ctx.runner.results.get("report", {}))
     report["timings"] = timings
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
