@@ -23,6 +23,7 @@ import pandas as pd
 
 from infra.config import MmadsConfig
 from infra.errors import StackError
+from infra.processes import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def wait_ready(cfg: MmadsConfig, topics: dict[str, int], timeout_s: float = 120.
         owned: dict[str, set[str]] = {t: set() for t in topics}
         for doc in read_stats(cfg):
             pid = doc.get("pid")
-            if not isinstance(pid, int) or not _pid_alive(pid):
+            if not isinstance(pid, int) or not pid_alive(pid):
                 continue
             assigned = doc.get("assigned")
             for tp in assigned if isinstance(assigned, list) else []:
@@ -195,16 +196,6 @@ def wait_ready(cfg: MmadsConfig, topics: dict[str, int], timeout_s: float = 120.
             got = ", ".join(f"{t}: {len(owned[t])}/{n} partitions" for t, n in topics.items())
             raise StackError(f"streaming jobs not ready within {timeout_s:.0f}s ({got})")
         time.sleep(0.2)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class FreshnessLog:
