@@ -26,7 +26,7 @@ from infra.errors import InvalidEventError
 from streaming.buffers import FlushPolicy
 from streaming.dlq import DeadLetter
 from streaming.events import ImpressionEvent, parse_event
-from streaming.loop import run_job
+from streaming.loop import StatelessProcessor, run_job
 from streaming.stats import JobStats
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def read_impression_log(cfg: MmadsConfig) -> pd.DataFrame:
     return df.sort_values(["ts", "kafka_partition", "kafka_offset"], kind="stable").reset_index(drop=True)
 
 
-class ImpressionLogger:
+class ImpressionLogger(StatelessProcessor):
     """The processor of the impression logger (see the module docstring).
 
     Args:
@@ -103,20 +103,6 @@ class ImpressionLogger:
             self.stats.written += len(df)
             self.rows = []
         self.policy.reset()
-
-    def held_offsets(self) -> dict[tuple[str, int], int]:
-        """Nothing is held beyond the next commit point."""
-        return {}
-
-    def has_pending(self) -> bool:
-        """Nothing waits in memory for an outside event."""
-        return False
-
-    def on_assigned(self, partitions: list[tuple[str, int]]) -> None:
-        """Stateless: nothing to restore."""
-
-    def on_revoked(self, partitions: list[tuple[str, int]]) -> None:
-        """Stateless: the loop flushed before the partitions went."""
 
     def close(self) -> None:
         """Nothing to release."""

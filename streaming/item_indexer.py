@@ -31,7 +31,7 @@ from infra.errors import InvalidEventError
 from streaming.buffers import FlushPolicy, FrameBuffer, feast_call
 from streaming.dlq import DeadLetter
 from streaming.events import ItemEvent, parse_event
-from streaming.loop import run_job
+from streaming.loop import StatelessProcessor, run_job
 from streaming.milvus_sink import MilvusSink
 from streaming.stats import FreshnessLog, JobStats
 
@@ -104,7 +104,7 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
     return rows
 
 
-class ItemIndexer:
+class ItemIndexer(StatelessProcessor):
     """The processor of the item indexer (see the module docstring).
 
     Args:
@@ -165,20 +165,6 @@ class ItemIndexer:
             append_offline(self.cfg, ITEM_VIEW, frame)
             self.offline.clear()
         self.policy.reset()
-
-    def held_offsets(self) -> dict[tuple[str, int], int]:
-        """Nothing is held back: every consumed item is written or dead-lettered in its batch."""
-        return {}
-
-    def has_pending(self) -> bool:
-        """No in-memory waiting in this job."""
-        return False
-
-    def on_assigned(self, partitions: list[tuple[str, int]]) -> None:
-        """Stateless: nothing to restore."""
-
-    def on_revoked(self, partitions: list[tuple[str, int]]) -> None:
-        """Stateless: nothing to drop."""
 
     def close(self) -> None:
         """Close the Milvus connection."""

@@ -74,6 +74,28 @@ class Processor(Protocol):
         ...
 
 
+class StatelessProcessor:
+    """Defaults for a :class:`Processor` that holds nothing in memory between commit points.
+
+    Every consumed message is written or dead-lettered within its batch, so no offset is held back,
+    nothing waits for an outside event, and a partition has no state to restore or drop.
+    """
+
+    def held_offsets(self) -> dict[tuple[str, int], int]:
+        """Nothing is held beyond the next commit point."""
+        return {}
+
+    def has_pending(self) -> bool:
+        """Nothing waits in memory for an outside event."""
+        return False
+
+    def on_assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """Stateless: nothing to restore."""
+
+    def on_revoked(self, partitions: list[tuple[str, int]]) -> None:
+        """Stateless: the loop flushed and committed before the partitions went."""
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """Knobs of :func:`run_loop`.
