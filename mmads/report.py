@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,22 +81,31 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return head + "".join("| " + " | ".join(r) + " |\n" for r in rows)
 
 
-def _plot_freshness(samples_ms: list[float], out: Path) -> Path | None:
-    if not samples_ms:
-        return None
+@contextmanager
+def _figure(out: Path) -> Iterator[Any]:
+    """One small headless figure: yields its axes, then saves it to ``out`` and closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(samples_ms, bins=40, color="#3b7dd8")
-    ax.set_xlabel("item event produced -> searchable in Milvus and readable in Feast (ms)")
-    ax.set_ylabel("items")
-    ax.set_title("Item freshness")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def _plot_freshness(samples_ms: list[float], out: Path) -> Path | None:
+    if not samples_ms:
+        return None
+    with _figure(out) as ax:
+        ax.hist(samples_ms, bins=40, color="#3b7dd8")
+        ax.set_xlabel("item event produced -> searchable in Milvus and readable in Feast (ms)")
+        ax.set_ylabel("items")
+        ax.set_title("Item freshness")
     return out
 
 
@@ -103,19 +113,11 @@ def _plot_latency(samples_ms: Mapping[str, list[float]], out: Path) -> Path | No
     data = {k: v for k, v in samples_ms.items() if v}
     if not data:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.boxplot(list(data.values()), showfliers=True)
-    ax.set_xticks(range(1, len(data) + 1), list(data.keys()))
-    ax.set_ylabel("latency (ms)")
-    ax.set_title("Serving latency (sample requests)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    with _figure(out) as ax:
+        ax.boxplot(list(data.values()), showfliers=True)
+        ax.set_xticks(range(1, len(data) + 1), list(data.keys()))
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("Serving latency (sample requests)")
     return out
 
 
@@ -124,18 +126,10 @@ def _plot_scl(scl: Mapping[str, Any], out: Path) -> Path | None:
                 if isinstance(r := scl.get(f"recall@10_{v}"), int | float)]
     if not variants:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar([v for v, _ in variants], [r for _, r in variants], color="#5aa469")
-    ax.set_ylabel("query -> item recall@10")
-    ax.set_title("SCL variants (time-held-out queries)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    with _figure(out) as ax:
+        ax.bar([v for v, _ in variants], [r for _, r in variants], color="#5aa469")
+        ax.set_ylabel("query -> item recall@10")
+        ax.set_title("SCL variants (time-held-out queries)")
     return out
 
 
