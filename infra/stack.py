@@ -83,8 +83,8 @@ def probe_kafka(cfg: MmadsConfig, timeout_s: float = 5.0) -> PartStatus:
 
     ep = cfg.kafka.servers
     # kafka-python retries a dead bootstrap address for ~30 s: a TCP connect answers at once
-    addrs = [a.rsplit(":", 1) for a in ep.split(",")]
-    if not any(port_open(h.strip(), int(p), timeout=min(timeout_s, 2.0)) for h, p in addrs):
+    addrs = [_split_hostport(a.strip()) for a in ep.split(",")]
+    if not any(port_open(h, p, timeout=min(timeout_s, 2.0)) for h, p in addrs):
         return PartStatus("kafka", False, ep, "unreachable: connection refused")
     try:
         admin = KafkaAdminClient(**cfg.kafka.client_options(), request_timeout_ms=int(timeout_s * 1000),
