@@ -11,8 +11,6 @@ import logging
 import os
 import resource
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.history import ItemVectors
-from feature_repo.online import OnlineFeatureReader
+from feature_repo.online import ItemRowCache, OnlineFeatureReader
 from feature_repo.store import append_offline, apply_repo, write_online_items, write_online_users
 from infra.config import MmadsConfig, load_config
 from training.training_set import build_training_set
@@ -100,34 +98,23 @@ def _online(cfg: MmadsConfig, n_users: int, n_items: int, reps: int) -> dict[str
     cands = rng.choice(n_items, CANDIDATES, replace=False).tolist()
     fast = _latency(lambda: reader.read(int(rng.integers(0, n_users)), cands), reps)
     odfv = _latency(lambda: reader.read_via_odfv(int(rng.integers(0, n_users)), cands), max(reps // 4, 10))
-    return {"fast_p50": fast[0], "fast_p99": fast[1], "odfv_p50": odfv[0], "odfv_p99": odfv[1]}
+    # the service's reader: the same reads, candidate rows kept for serving.item_cache_ttl_s
+    cached_reader = OnlineFeatureReader(store, cfg, item_cache=ItemRowCache(cfg.serving.item_cache_ttl_s,
+                                                                           cfg.serving.item_cache_max_items))
+    cached = _latency(lambda: cached_reader.read(int(rng.integers(0, n_users)), cands), reps)
+    return {"fast_p50": fast[0], "fast_p99": fast[1], "odfv_p50": odfv[0], "odfv_p99": odfv[1],
+            "cached_p50": cached[0], "cached_p99": cached[1]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _with_redis(fn: Callable[[str], dict[str, float]]) -> dict[str, float] | None:
+    """Run ``fn(connection_string)`` against a throwaway redis-server (None when it is not installed)."""
+    from benchmarks.bench_serving import redis_server
 
-
-def _with_redis(fn: Callable[[int], dict[str, float]]) -> dict[str, float] | None:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         logger.warning("redis-server not found: skipping the Redis online benchmark")
         return None
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        return fn(port)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with tempfile.TemporaryDirectory(prefix="mmads-bench-redis-") as work, redis_server(Path(work)) as conn:
+        return fn(conn)
 
 
 def _historical(cfg: MmadsConfig, sizes: list[int], n_users: int, n_items: int) -> dict[int, dict[str, float]]:
@@ -160,9 +147,9 @@ def run(quick: bool) -> dict[str, Any]:
         base = load_config().with_overrides(state_dir=tmp)
         hist = _historical(base.with_overrides(state_dir=f"{tmp}/hist"), sizes, n_users, n_items)
         sqlite = _online(base.with_overrides(state_dir=f"{tmp}/sqlite"), 100, n_items, reps)
-        redis = _with_redis(lambda port: _online(base.with_overrides(
-            state_dir=f"{tmp}/redis",
-            feast={"online_store": "redis", "redis_connection_string": f"127.0.0.1:{port}"}), 100, n_items, reps))
+        redis = _with_redis(lambda conn: _online(base.with_overrides(
+            state_dir=f"{tmp}/redis", feast={"online_store": "redis", "redis_connection_string": conn}),
+            100, n_items, reps))
     result: dict[str, Any] = {
         "historical_rows_per_s_100k": hist[100_000]["rows_per_s"],
         "historical_rows_per_s_1m": hist[1_000_000]["rows_per_s"] if 1_000_000 in hist else None,
@@ -170,6 +157,7 @@ def run(quick: bool) -> dict[str, Any]:
         "online_odfv_p99_ms": sqlite["odfv_p99"],
         "online_fast_speedup": sqlite["odfv_p99"] / sqlite["fast_p99"],
         "online_fast_p99_ms_redis": redis["fast_p99"] if redis else None,
+        "online_fast_cached_p99_ms": sqlite["cached_p99"],
         "details": {"quick": quick, "loadavg_1m_end": os.getloadavg()[0], "users": n_users,
                     "items": n_items, "historical": hist, "sqlite": sqlite, "redis": redis},
     }
@@ -187,7 +175,8 @@ def _print_table(r: dict[str, Any]) -> None:
         o = d[name]
         if o:
             print(f"  online {name:6s} 1x{CANDIDATES}  fast p50/p99 {o['fast_p50']:6.1f}/{o['fast_p99']:6.1f} ms"
-                  f"  odfv p50/p99 {o['odfv_p50']:6.1f}/{o['odfv_p99']:6.1f} ms")
+                  f"  odfv p50/p99 {o['odfv_p50']:6.1f}/{o['odfv_p99']:6.1f} ms"
+                  f"  fast + item cache p50/p99 {o['cached_p50']:5.1f}/{o['cached_p99']:5.1f} ms")
     print(f"  fast-path speedup (p99, sqlite): {r['online_fast_speedup']:.1f}x"
           f"   (1-min load average at the end: {d['loadavg_1m_end']:.1f})")
 

@@ -4,11 +4,18 @@ The fast path reads the user row once and the candidate rows in one batched call
 shared :func:`~feature_repo.simtier.simtier` with the user's history shared by all candidates. The
 ODFV path asks Feast for the ``ctr_serving`` feature service, which evaluates the ``simtier``
 on-demand view per request (slower; used to check parity and as the reference).
+
+An optional :class:`ItemRowCache` keeps decoded candidate rows for a short time to live: item rows
+change only when an item is (re)indexed, and decoding 200 rows of protobuf is most of a read. Only
+rows that exist are cached, so an item indexed a moment ago is read from the store on its first
+request; a re-indexed item is served its old vector for at most the TTL.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +34,8 @@ from infra.config import MmadsConfig
 
 logger = logging.getLogger(__name__)
 
+ITEM_FEATURES = ["emb", "category", "created_at"]
+USER_FEATURES = ["hist_item_ids", "hist_emb_flat"]
 
 
 def _python_value(value: ValueProto | None) -> Any:
@@ -37,7 +46,75 @@ def _python_value(value: ValueProto | None) -> Any:
     if kind == "unix_timestamp_val":
         return datetime.fromtimestamp(value.unix_timestamp_val, tz=UTC)
     raw = getattr(value, kind)
+    if kind in ("float_list_val", "double_list_val"):
+        return np.asarray(raw.val, dtype=np.float32 if kind == "float_list_val" else np.float64)
     return list(raw.val) if kind.endswith("_list_val") else raw
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A user's ``user_behavior`` row as stored online.
+
+    Attributes:
+        item_ids: ``(L,)`` int64 history item ids, newest first (empty for an unknown user).
+        flat: the raw ``hist_emb_flat`` (``L * d`` floats), or None for an unknown user.
+        history: ``(L', d)`` float32 decoded history vectors (:func:`history_matrix` of ``flat``).
+    """
+
+    item_ids: np.ndarray
+    flat: Any
+    history: np.ndarray
+
+
+class ItemRowCache:
+    """Decoded ``item_embeddings`` rows kept for ``ttl_s`` seconds, at most ``max_items`` of them.
+
+    Thread-safe; the oldest entries go first when full. Rows that do not exist are never cached.
+
+    Args:
+        ttl_s: how long a row is served from memory.
+        max_items: the most rows kept.
+    """
+
+    def __init__(self, ttl_s: float, max_items: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_items = max_items
+        self._rows: dict[int, tuple[float, Any, Any, Any]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, ids: Sequence[int]) -> tuple[list[tuple[Any, Any, Any] | None], list[int]]:
+        """Cached rows ``(emb, category, created_at)`` per id (None when absent or expired), and the misses."""
+        now = time.monotonic()
+        rows: list[tuple[Any, Any, Any] | None] = []
+        missing: list[int] = []
+        for i in ids:
+            entry = self._rows.get(i)
+            if entry is not None and entry[0] > now:
+                rows.append(entry[1:])
+            else:
+                rows.append(None)
+                missing.append(i)
+        self.hits += len(ids) - len(missing)
+        self.misses += len(missing)
+        return rows, missing
+
+    def put(self, ids: Sequence[int], values: dict[str, list[Any]]) -> None:
+        """Keep the rows of ``ids`` (columns of :data:`ITEM_FEATURES`) that exist (have a vector)."""
+        expires = time.monotonic() + self.ttl_s
+        with self._lock:
+            for k, i in enumerate(ids):
+                if values["emb"][k] is not None:
+                    self._rows.pop(i, None)  # re-insert: the dict's order is the entries' age
+                    self._rows[i] = (expires, values["emb"][k], values["category"][k], values["created_at"][k])
+            excess = len(self._rows) - self.max_items
+            if excess > 0:
+                for key in list(self._rows)[:excess]:
+                    del self._rows[key]
 
 
 @dataclass(frozen=True)
@@ -54,6 +131,7 @@ class OnlineFeatures:
         item_created_at: per candidate, its creation time or None.
         simtier: ``(B, T + 3)`` float64, columns ``simtier_columns``.
         simtier_columns: :func:`SIMTIER_COLUMNS` of T.
+        hist_emb: ``(L', d)`` float32 the user's history vectors as stored (None: not read).
     """
 
     user_id: int
@@ -65,6 +143,7 @@ class OnlineFeatures:
     item_created_at: list[datetime | None]
     simtier: np.ndarray
     simtier_columns: list[str]
+    hist_emb: np.ndarray | None = None
 
     @property
     def missing_item_ids(self) -> list[int]:
@@ -83,13 +162,15 @@ class OnlineFeatureReader:
     Args:
         store: an open Feast store (:func:`feature_repo.store.open_store`).
         cfg: the configuration (``model.dim``, ``model.n_tiers``).
+        item_cache: keep decoded candidate rows here (default: every read goes to the store).
     """
 
-    def __init__(self, store: FeatureStore, cfg: MmadsConfig) -> None:
+    def __init__(self, store: FeatureStore, cfg: MmadsConfig, item_cache: ItemRowCache | None = None) -> None:
         self.store = store
         self.dim = cfg.model.dim
         self.n_tiers = cfg.model.n_tiers
         self.columns = SIMTIER_COLUMNS(self.n_tiers)
+        self.item_cache = item_cache
         self._views: dict[str, FeatureView] = {}
 
     def _online_read(self, view: str, join_key: str, ids: Sequence[int], names: list[str]) -> dict[str, list[Any]]:
@@ -102,7 +183,8 @@ class OnlineFeatureReader:
             self._views[view] = self.store.get_feature_view(view)
         keys = [EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=int(i))]) for i in ids]
         rows = self.store._get_provider().online_read(  # noqa: SLF001 - the public read path is the slow part
-            config=self.store.config, table=self._views[view], entity_keys=keys, requested_features=names
+            config=self.store.config, table=self._views[view], entity_keys=keys,
+            requested_features=list(names),  # the Redis store appends its timestamp column to this list
         )
         out: dict[str, list[Any]] = {name: [] for name in names}
         for _, values in rows:
@@ -110,24 +192,50 @@ class OnlineFeatureReader:
                 out[name].append(_python_value(values.get(name) if values else None))
         return out
 
-    def read(self, user_id: int, item_ids: Sequence[int]) -> OnlineFeatures:
+    def read_user(self, user_id: int) -> UserRow:
+        """One read of the user's ``user_behavior`` row (an unknown user has an empty history)."""
+        row = self._online_read(USER_VIEW, "user_id", [int(user_id)], USER_FEATURES)
+        ids, flat = row["hist_item_ids"][0], row["hist_emb_flat"][0]
+        return UserRow(np.asarray(ids if ids is not None else (), dtype=np.int64), flat,
+                       history_matrix(flat, self.dim))
+
+    def read_items(self, item_ids: Sequence[int]) -> dict[str, list[Any]]:
+        """The candidates' ``item_embeddings`` rows (request order; None = missing): cache, then one read."""
+        ids = [int(i) for i in item_ids]
+        if self.item_cache is None:
+            return self._online_read(ITEM_VIEW, "item_id", ids, ITEM_FEATURES)
+        cached, missing = self.item_cache.get(ids)
+        fetched = self._online_read(ITEM_VIEW, "item_id", missing, ITEM_FEATURES) if missing else None
+        if fetched is not None:
+            self.item_cache.put(missing, fetched)
+        out: dict[str, list[Any]] = {name: [] for name in ITEM_FEATURES}
+        k = 0
+        for row in cached:
+            if row is None:
+                assert fetched is not None  # every None in ``cached`` is one of ``missing``
+                row = (fetched["emb"][k], fetched["category"][k], fetched["created_at"][k])
+                k += 1
+            for name, value in zip(ITEM_FEATURES, row, strict=True):
+                out[name].append(value)
+        return out
+
+    def read(self, user_id: int, item_ids: Sequence[int], user: UserRow | None = None) -> OnlineFeatures:
         """Fast path: one read of the user row, one batched read of the candidates, shared SimTier.
 
         Args:
             user_id: the user.
             item_ids: the B candidates.
+            user: the user's row when the caller has read it already (``/recommend``).
 
         Returns:
-            The request's :class:`OnlineFeatures`.
+            The request's :class:`OnlineFeatures` (with the history vectors).
         """
         ids = np.asarray(item_ids, dtype=np.int64)
-        user = self._online_read(USER_VIEW, "user_id", [int(user_id)], ["hist_item_ids", "hist_emb_flat"])
-        items = self._online_read(ITEM_VIEW, "item_id", ids.tolist(), ["emb", "category", "created_at"])
-        history = history_matrix(user["hist_emb_flat"][0], self.dim)
+        row = user if user is not None else self.read_user(user_id)
+        items = self.read_items(ids.tolist())
         target = target_matrix(items["emb"], self.dim)
-        return self._assemble(user_id, ids, user["hist_item_ids"][0], items, simtier(
-            target, history, None, self.n_tiers
-        ))
+        return self._assemble(user_id, ids, row.item_ids, items, simtier(target, row.history, None, self.n_tiers),
+                              hist_emb=row.history)
 
     def read_via_odfv(self, user_id: int, item_ids: Sequence[int]) -> OnlineFeatures:
         """Reference path: Feast's ``get_online_features`` through the ``ctr_serving`` service.
@@ -148,7 +256,8 @@ class OnlineFeatureReader:
         return self._assemble(user_id, ids, hist, res, sim)
 
     def _assemble(
-        self, user_id: int, ids: np.ndarray, hist: Any, items: dict[str, list[Any]], sim: np.ndarray
+        self, user_id: int, ids: np.ndarray, hist: Any, items: dict[str, list[Any]], sim: np.ndarray,
+        hist_emb: np.ndarray | None = None,
     ) -> OnlineFeatures:
         emb_rows = items.get("emb", [None] * len(ids))
         has_emb = np.array([e is not None and len(e) == self.dim for e in emb_rows], dtype=bool)
@@ -162,4 +271,5 @@ class OnlineFeatureReader:
             item_created_at=list(items.get("created_at", [None] * len(ids))),
             simtier=sim,
             simtier_columns=self.columns,
+            hist_emb=hist_emb,
         )

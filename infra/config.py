@@ -208,6 +208,9 @@ class ServingConfig(_Section):
     token_env: str = "MMADS_SERVING_TOKEN"
     max_candidates: int = Field(default=1000, ge=1)
     max_k: int = Field(default=500, ge=1)
+    ann_queries: int = Field(default=4, ge=1, le=64)
+    item_cache_ttl_s: float = Field(default=30.0, ge=0)
+    item_cache_max_items: int = Field(default=500_000, ge=1)
 
 
 class MmadsConfig(_Section):
@@ -298,4 +301,36 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {file} must hold a mapping at the top level")
     overrides, origin = _env_overrides(env)
-    return _validate(_deep_merge(raw, overrides), origin)
+    cfg = _validate(_deep_merge(raw, overrides), origin)
+    _check_stray_variables(cfg, env)
+    return cfg
+
+
+def secret_env_names(cfg: MmadsConfig) -> set[str]:
+    """The environment variables the config names for secrets (the values of its ``*_env`` keys)."""
+    names: set[str] = set()
+
+    def walk(node: BaseModel) -> None:
+        for field in type(node).model_fields:
+            value = getattr(node, field)
+            if isinstance(value, BaseModel):
+                walk(value)
+            elif field.endswith("_env") and isinstance(value, str):
+                names.add(value)
+
+    walk(cfg)
+    return names
+
+
+def _check_stray_variables(cfg: MmadsConfig, env: Mapping[str, str]) -> None:
+    """A ``MMADS_`` variable that is neither an override nor a named secret is a typo: say so."""
+    top_level = {f.upper() for f in MmadsConfig.model_fields}
+    known = secret_env_names(cfg) | {CONFIG_ENV}
+    for name in env:
+        rest = name[len(ENV_PREFIX):]
+        if name.startswith(ENV_PREFIX) and "__" not in rest and rest not in top_level and name not in known:
+            raise ConfigError(
+                f"environment variable {name} is neither a config override (those read "
+                f"{ENV_PREFIX}<SECTION>__<KEY>, with two underscores, e.g. {ENV_PREFIX}KAFKA__PORT) nor one of "
+                f"the secret variables the config names ({', '.join(sorted(known - {CONFIG_ENV}))}); "
+                "rename or unset it")

@@ -1,11 +1,12 @@
 """Feature fetch for the service: the Feast online reads and the model's input frame.
 
 Every feature value comes from ``feature_repo``: the candidate rows, the user row and SimTier from
-:class:`~feature_repo.online.OnlineFeatureReader` (one batched read of each, the shared
-:func:`~feature_repo.simtier.simtier`), and the history vectors MAKE attends over from the user's
-``hist_emb_flat`` (decoded by :func:`~feature_repo.on_demand.history_matrix`). This module only
-arranges them into the training-set schema that :meth:`training.models.ranker.Ranker.score` reads,
-so the service computes no feature of its own.
+:class:`~feature_repo.online.OnlineFeatureReader` (one read of the user row, one batched read of
+the candidate rows that are not in the short-lived item-row cache, the shared
+:func:`~feature_repo.simtier.simtier`), and the history vectors MAKE attends over from the same
+user row. This module only hands those arrays to
+:func:`~training.models.inputs.inputs_from_arrays` (the function ``build_inputs`` uses for the
+training-set frame), so the service computes no feature of its own.
 
 Any failure inside Feast (SQLite file missing or locked, Redis down, registry unreadable) becomes a
 :class:`~serving.errors.FeatureStoreUnavailableError` (HTTP 503) carrying the reason.
@@ -17,24 +18,20 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
-import pandas as pd
 import torch
 
-from feature_repo.on_demand import history_matrix
-from feature_repo.online import OnlineFeatureReader, OnlineFeatures
-from feature_repo.schema import USER_VIEW
+from feature_repo.online import ItemRowCache, OnlineFeatureReader, OnlineFeatures, UserRow
 from feature_repo.store import open_store
 from infra.config import MmadsConfig
-from infra.errors import MmadsError
+from infra.errors import FeatureError, MmadsError
 from serving.errors import FeatureStoreUnavailableError
-from training.models.inputs import ItemVectorLookup
+from training.models.inputs import SIM_COLUMNS, CTRInputs, ItemVectorLookup, inputs_from_arrays, tier_columns
+from training.models.ranker import Ranker
 
 logger = logging.getLogger(__name__)
-
-_USER_REFS = [f"{USER_VIEW}:hist_item_ids", f"{USER_VIEW}:hist_emb_flat"]
 
 T = TypeVar("T")
 
@@ -66,7 +63,7 @@ class UserHistory:
         dim = self.vectors.shape[1]
         if len(self.item_ids) == 0:
             return ItemVectorLookup(np.zeros(0, dtype=np.int64), torch.zeros((1, dim), dtype=torch.float32))
-        return ItemVectorLookup.from_frame(pd.DataFrame({"item_id": self.item_ids, "emb": list(self.vectors)}))
+        return ItemVectorLookup.from_arrays(self.item_ids, self.vectors)
 
 
 class FeatureFetcher:
@@ -105,17 +102,26 @@ class FeatureFetcher:
         with self._lock:
             if self._reader is None:
                 store = self._call("open store", lambda: open_store(self.cfg))
-                self._reader = OnlineFeatureReader(store, self.cfg)
+                self._reader = OnlineFeatureReader(store, self.cfg, item_cache=self._item_cache())
             return self._reader
 
-    def user_history(self, user_id: int) -> UserHistory:
+    def _item_cache(self) -> ItemRowCache | None:
+        ttl = self.cfg.serving.item_cache_ttl_s
+        if self.via_odfv or ttl <= 0:
+            return None
+        return ItemRowCache(ttl, self.cfg.serving.item_cache_max_items)
+
+    def user_row(self, user_id: int) -> UserRow:
         """One read of the user's row (an unknown user has an empty history)."""
-        store = self.reader.store
-        row = self._call("read user", lambda: store.get_online_features(
-            features=_USER_REFS, entity_rows={"user_id": [int(user_id)]}).to_dict())
-        ids = row["hist_item_ids"][0]
-        vectors = history_matrix(row["hist_emb_flat"][0], self.dim)
-        item_ids = np.asarray(ids if ids is not None else (), dtype=np.int64)
+        reader = self.reader
+        return self._call("read user", lambda: reader.read_user(int(user_id)))
+
+    def user_history(self, user_id: int, row: UserRow | None = None) -> UserHistory:
+        """The user's history ids and vectors (``row``, or one read of it)."""
+        row = row if row is not None else self.user_row(user_id)
+        return self._history(user_id, row.item_ids, row.history)
+
+    def _history(self, user_id: int, item_ids: np.ndarray, vectors: np.ndarray) -> UserHistory:
         if len(item_ids) != len(vectors):
             # The SimTier of this row sees no history vectors either (same decoding): MAKE gets none.
             logger.warning("user %d: %d history ids but %d history vectors of d=%d; serving without them "
@@ -124,44 +130,46 @@ class FeatureFetcher:
             vectors = np.zeros((len(item_ids), self.dim), dtype=np.float32)
         return UserHistory(item_ids, vectors)
 
-    def candidates(self, user_id: int, item_ids: Sequence[int]) -> OnlineFeatures:
-        """The fast path: user row + candidate rows + SimTier (``OnlineFeatureReader.read``)."""
+    def candidates(self, user_id: int, item_ids: Sequence[int], row: UserRow | None = None) -> OnlineFeatures:
+        """The fast path: user row (unless given) + candidate rows + SimTier (``OnlineFeatureReader.read``)."""
         reader = self.reader
-        read = reader.read_via_odfv if self.via_odfv else reader.read
-        return self._call("read candidates", lambda: read(int(user_id), item_ids))
+        if self.via_odfv:
+            return self._call("read candidates", lambda: reader.read_via_odfv(int(user_id), item_ids))
+        return self._call("read candidates", lambda: reader.read(int(user_id), item_ids, user=row))
 
     def history_of(self, features: OnlineFeatures, user_id: int) -> UserHistory:
-        """The history vectors that go with ``features`` (from the reader when it returns them)."""
-        vectors = getattr(features, "hist_emb", None)
-        if vectors is not None:
-            return UserHistory(np.asarray(features.hist_item_ids, np.int64), np.asarray(vectors, np.float32))
+        """The history vectors that go with ``features`` (a read of the user row only on the ODFV path)."""
+        if features.hist_emb is not None:
+            return self._history(user_id, np.asarray(features.hist_item_ids, np.int64),
+                                 np.asarray(features.hist_emb, np.float32))
         return self.user_history(user_id)
 
 
-def scoring_frame(features: OnlineFeatures, ts: pd.Timestamp) -> pd.DataFrame:
-    """The model's input rows (training-set schema) for one request's features.
+def model_inputs(features: OnlineFeatures, history: UserHistory, ranker: Ranker) -> CTRInputs:
+    """The model's inputs for one request: the arrays of ``features`` through ``inputs_from_arrays``.
+
+    This is :func:`~training.models.inputs.build_inputs` without the DataFrame: the same id mapping,
+    normalisation and history padding, so the scores equal the offline model's on the same features.
 
     Args:
         features: the request's online features (B candidates).
-        ts: the request time (the rows' ``ts``).
+        history: the user's history (ids for the ID model, vectors for MAKE).
+        ranker: the served model (vocabulary, history length, tiers).
 
-    Returns:
-        B rows: ``user_id``, ``item_id``, ``ts``, ``category``, ``item_created_at``, ``has_emb``,
-        ``item_emb`` (d floats, zeros when missing), ``hist_item_ids`` and the SimTier columns.
+    Raises:
+        FeatureError: the SimTier columns are not the ones the model was trained on.
     """
+    expected = [*tier_columns(ranker.n_tiers), *SIM_COLUMNS]
+    if list(features.simtier_columns) != expected:
+        raise FeatureError(f"SimTier columns {features.simtier_columns} differ from the model's {expected}")
     b = len(features.item_ids)
-    hist = features.hist_item_ids.tolist()
-    sim = np.asarray(features.simtier, dtype=np.float64)
-    columns: dict[str, Any] = {
-        "user_id": np.full(b, features.user_id, dtype=np.int64),
-        "item_id": np.asarray(features.item_ids, dtype=np.int64),
-        "ts": pd.DatetimeIndex(np.full(b, ts.value, dtype="datetime64[ns]"), tz="UTC"),
-        "category": np.asarray(features.category, dtype=object),
-        "item_created_at": pd.to_datetime(np.asarray(features.item_created_at, dtype=object), utc=True),
-        "has_emb": np.asarray(features.has_emb, dtype=bool),
-        "item_emb": list(np.asarray(features.item_emb, dtype=np.float32)),
-        "hist_item_ids": [hist] * b,
-    }
-    for k, name in enumerate(features.simtier_columns):
-        columns[name] = sim[:, k]
-    return pd.DataFrame(columns, copy=False)
+    ids = features.hist_item_ids[: ranker.history_len]
+    # One user: every row has the same L <= N history ids. Padding positions get exactly zero
+    # attention weight, so the (B, L) tensor scores the same as (B, N) at a fraction of the work.
+    hist = np.empty((b, max(len(ids), 1)), dtype=np.int64)
+    hist[:] = ids if len(ids) else -1
+    return inputs_from_arrays(
+        user_ids=np.full(b, features.user_id, dtype=np.int64), item_ids=features.item_ids,
+        categories=features.category, has_emb=features.has_emb, item_emb=features.item_emb, history=hist,
+        simtier=features.simtier, lookup=history.lookup(), vocab=ranker.vocab,
+    )

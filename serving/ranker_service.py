@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from feature_repo.online import OnlineFeatures
+from feature_repo.online import OnlineFeatures, UserRow
 from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.config import MmadsConfig
 from infra.errors import MmadsError, ModelArtifactError
-from serving.features import FeatureFetcher, UserHistory, scoring_frame
+from serving.features import FeatureFetcher, UserHistory, model_inputs
 from serving.metrics import ServiceMetrics
 from serving.model_loader import ServedModel, load_model
 from serving.retrieval import Retriever, merge_hits
@@ -35,7 +34,6 @@ from serving.schemas import DEFAULT_K, RankRequest, RecommendRequest
 
 logger = logging.getLogger(__name__)
 
-RECENT_QUERIES = 10  # ANN queries per /recommend: the user's most recent behavior vectors
 MIN_POOL = 100  # /recommend ranks at least this many retrieved candidates (when there are that many)
 
 
@@ -78,20 +76,18 @@ class RankingService:
 
     def _score(self, served: ServedModel, features: OnlineFeatures, history: UserHistory) -> np.ndarray:
         start = time.perf_counter()
-        frame = scoring_frame(features, pd.Timestamp.now(tz="UTC"))
         with torch.inference_mode():
-            scores = served.ranker.score(frame, history.lookup())
+            scores = served.ranker.score_inputs(model_inputs(features, history, served.ranker))
         self.metrics.model.observe(time.perf_counter() - start)
-        self.metrics.candidates.observe(len(frame))
+        self.metrics.candidates.observe(len(scores))
         return scores
 
     def _rank_ids(self, served: ServedModel, user_id: int, item_ids: Sequence[int], top_k: int | None,
-                  history: UserHistory | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+                  row: UserRow | None = None) -> tuple[dict[str, Any], dict[str, float]]:
         """Read features, score, sort; returns the response body (without timings) and stage times."""
         t0 = time.perf_counter()
-        features = self.fetcher.candidates(user_id, item_ids)
-        if history is None:
-            history = self.fetcher.history_of(features, user_id)
+        features = self.fetcher.candidates(user_id, item_ids, row)
+        history = self.fetcher.history_of(features, user_id)
         t1 = time.perf_counter()
         self.metrics.feature_fetch.observe(t1 - t0)
         scores = self._score(served, features, history)
@@ -128,12 +124,16 @@ class RankingService:
         Returns:
             ``(item ids, source, ANN seconds)``; source is ``ann``, ``ann+fresh`` or ``fresh``.
         """
-        queries = history.query_vectors(RECENT_QUERIES)
+        queries = history.query_vectors(self.cfg.serving.ann_queries)
         exclude = set(history.item_ids.tolist())
         chosen: list[int] = []
         ann_s = 0.0
         if len(queries):
-            per_query = 2 * math.ceil(pool / len(queries)) + len(exclude)
+            # Milvus's time grows with queries x hits: ask each query for its share of the pool with
+            # 50% slack for overlap between queries, plus room for the user's own (excluded) items,
+            # which sit close to the queries; a shortfall is topped up with fresh items.
+            share = math.ceil(1.5 * pool / len(queries))
+            per_query = share + min(len(exclude), max(share // 2, 8))
             start = time.perf_counter()
             hits = self.retriever.search(queries, per_query)
             ann_s = time.perf_counter() - start
@@ -158,16 +158,17 @@ class RankingService:
         start = time.perf_counter()
         served = self.served
         t0 = time.perf_counter()
-        history = self.fetcher.user_history(req.user_id)
+        row = self.fetcher.user_row(req.user_id)
+        history = self.fetcher.user_history(req.user_id, row)
         user_s = time.perf_counter() - t0
         k = req.k if req.k is not None else min(DEFAULT_K, self.cfg.serving.max_k)
-        pool = min(self.cfg.serving.max_candidates, max(2 * k, MIN_POOL))
+        pool = min(self.cfg.serving.max_candidates, max(k + k // 2, MIN_POOL))
         candidates, source, ann_s = self.retrieve(history, pool)
         if not candidates:
             body: dict[str, Any] = {"items": [], "model_version": served.model_version, "missing_embeddings": []}
             timing = {"features": _ms(user_s), "model": 0.0}
         else:
-            body, timing = self._rank_ids(served, req.user_id, candidates, k, history=history)
+            body, timing = self._rank_ids(served, req.user_id, candidates, k, row=row)
             timing["features"] = round(timing["features"] + _ms(user_s), 3)
         timing["ann"] = _ms(ann_s)
         timing["total"] = _ms(time.perf_counter() - start)

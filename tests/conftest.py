@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -26,3 +27,14 @@ def stack_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MmadsConfig]
         yield cfg
     finally:
         stack.down(cfg)
+
+
+@pytest.fixture(scope="session")
+def redis_conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free loopback port (skips when the Debian package is missing)."""
+    from benchmarks.bench_serving import redis_server
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server; make system-deps)")
+    with redis_server(tmp_path_factory.mktemp("redis")) as conn:
+        yield conn

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from infra.errors import MmadsError
 
-BENCHMARKS = ("encoders", "streaming", "features", "training", "serving")
+BENCHMARKS = ("encoders", "streaming", "features", "training", "serving", "milvus")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

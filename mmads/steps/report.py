@@ -42,6 +42,20 @@ def feast_counts(ctx: RunContext) -> tuple[int, int]:
     return n_items, n_users
 
 
+def stack_summary(ctx: RunContext) -> dict[str, Any]:
+    """What the run ran against: profile, endpoints (no credentials), stores and consumers per job."""
+    cfg = ctx.cfg
+    return {
+        "profile": cfg.profile,
+        "kafka": cfg.kafka.servers,
+        "milvus": cfg.milvus.address,
+        "online_store": cfg.feast.online_store,
+        "offline_store": cfg.feast.offline_store,
+        "consumers_per_job": cfg.streaming.processes,
+        "partitions": cfg.kafka.partitions,
+    }
+
+
 def run_report(ctx: RunContext) -> dict[str, Any]:
     """Assemble report.json's sections from the stage results; write report.json/.md and plots."""
     from mmads.report import write_report
@@ -61,6 +75,7 @@ def run_report(ctx: RunContext) -> dict[str, Any]:
         "counts": {"milvus_items": milvus_count(ctx), "feast_items": feast_items, "feast_users": feast_users,
                    "dlq": catch_up["dlq"], "published": catch_up["committed"]},
         "training_set": ctx.result("training_set"),
+        "stack": stack_summary(ctx),
         "timings": {},
     }
     ctr_dir = ctx.run_dir / "ctr"

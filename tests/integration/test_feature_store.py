@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, step
-from feature_repo.online import OnlineFeatureReader
+from feature_repo.online import ItemRowCache, OnlineFeatureReader
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from feature_repo.store import apply_repo, open_store, write_online_items, write_online_users
 from infra.config import MmadsConfig, load_config
@@ -214,40 +211,39 @@ def test_online_fast_path_equals_odfv(repo, data):
     assert reader.read(1, candidates).simtier[:, TIERS].max() > 0  # user 1 has a history online
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def test_item_cache_serves_the_same_rows_and_expires(repo, data):
+    cfg, store = repo
+    plain = OnlineFeatureReader(store, cfg)
+    cache = ItemRowCache(ttl_s=0.5, max_items=10)
+    cached = OnlineFeatureReader(store, cfg, item_cache=cache)
+    candidates = [*range(1, 9), NO_VECTOR_ITEM, 999]
+    for _ in range(2):  # the first pass fills the cache, the second is served from it
+        a, b = plain.read(1, candidates), cached.read(1, candidates)
+        np.testing.assert_array_equal(a.simtier, b.simtier)
+        np.testing.assert_array_equal(a.item_emb, b.item_emb)
+        assert a.category == b.category and a.item_created_at == b.item_created_at
+        assert b.missing_item_ids == [NO_VECTOR_ITEM, 999]
+    assert len(cache) == 8  # rows without a vector are never cached: they are read again next time
+    assert (cache.hits, cache.misses) == (8, 10 + 2)
+    cached.read_items(list(range(11, 16)))  # 13 rows > max_items: the oldest go first
+    assert len(cache) == 10 and cache.get([1])[0] == [None] and cache.get([15])[0][0] is not None
 
-
-@pytest.fixture(scope="module")
-def redis_server():
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start within 10 s")
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
+    # a re-indexed item keeps its cached vector until the TTL has passed, then the new one is read
+    original = data["vectors"].merge(data["items"], on="item_id").query("item_id == 15").copy()
+    original["event_timestamp"] = pd.Timestamp.now(tz="UTC")
+    changed = original.assign(emb=[np.ones(DIM, np.float32)])
+    write_online_items(store, changed)
+    try:
+        np.testing.assert_array_equal(cached.read_items([15])["emb"][0], original["emb"].iloc[0])
+        time.sleep(0.6)
+        np.testing.assert_array_equal(cached.read_items([15])["emb"][0], np.ones(DIM, np.float32))
+    finally:
+        write_online_items(store, original.assign(event_timestamp=pd.Timestamp.now(tz="UTC")))
 
 
 @pytest.mark.cluster
-def test_redis_online_store_round_trip(tmp_path, data, redis_server):
-    cfg = _cfg(tmp_path, online_store="redis", redis_connection_string=f"127.0.0.1:{redis_server}")
+def test_redis_online_store_round_trip(tmp_path, data, redis_conn):
+    cfg = _cfg(tmp_path, online_store="redis", redis_connection_string=redis_conn)
     store = apply_repo(cfg)
     materialize_from_dataset(cfg, store, data["behaviors"], data["items"], data["vectors"], online=True)
     reader = OnlineFeatureReader(store, cfg)

@@ -172,7 +172,8 @@ class CTRModel(nn.Module):
 @torch.inference_mode()
 def predict_logits(model: nn.Module, data: CTRInputs, batch_size: int = 8192) -> torch.Tensor:
     """Logits of every row in row order, shape (R,): the one inference path (offline and serving)."""
-    model.eval()
+    if model.training:  # train()/eval() set every submodule, so the root's flag speaks for all
+        model.eval()
     out = [model(data.select(slice(lo, lo + batch_size))) for lo in range(0, len(data), batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
 

@@ -101,10 +101,14 @@ class IdVocab:
         """Dense item indices, shape like ``ids``."""
         return _index(self.item_ids, ids)
 
-    def category_index(self, cats: Sequence[str] | pd.Series) -> np.ndarray:
-        """Dense category indices, shape (len(cats),)."""
-        codes = pd.Categorical(pd.Series(cats).astype(str), categories=list(self.categories)).codes
-        return np.where(codes >= 0, codes.astype(np.int64) + FIRST_ID, OOV)
+    def category_index(self, cats: Sequence[object] | pd.Series) -> np.ndarray:
+        """Dense category indices, shape (len(cats),); a value is matched by ``str(value)``."""
+        lut = self.__dict__.get("_category_lut")
+        if lut is None:
+            lut = {c: k + FIRST_ID for k, c in enumerate(self.categories)}
+            object.__setattr__(self, "_category_lut", lut)  # a cache, not state: frozen otherwise
+        values = cats.tolist() if isinstance(cats, pd.Series) else cats
+        return np.fromiter((lut.get(str(c), OOV) for c in values), dtype=np.int64, count=len(values))
 
     def save(self, path: Path) -> None:
         """Write the vocabulary to ``path`` (npz) and ``path.with_suffix('.json')`` (categories)."""
@@ -160,10 +164,22 @@ class ItemVectorLookup:
             if col not in item_vectors.columns:
                 raise FeatureError(f"item-vector table lacks column '{col}'")
         table = item_vectors.drop_duplicates("item_id", keep="last").sort_values("item_id")
-        emb = _normalise(_stack_vectors(table["emb"].tolist(), None))
-        vectors = torch.zeros((len(table) + 1, emb.shape[1]), dtype=torch.float32)
-        vectors[1:] = torch.from_numpy(emb)
-        return cls(table["item_id"].to_numpy(np.int64), vectors)
+        return cls._sorted(table["item_id"].to_numpy(np.int64), _stack_vectors(table["emb"].tolist(), None))
+
+    @classmethod
+    def from_arrays(cls, item_ids: np.ndarray, vectors: np.ndarray) -> ItemVectorLookup:
+        """Build from ``(I,)`` ids and their ``(I, d)`` vectors (any order; the last of a repeated id wins)."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        rev = ids[::-1]
+        uniq, first_in_rev = np.unique(rev, return_index=True)
+        rows = len(ids) - 1 - first_in_rev
+        return cls._sorted(uniq, np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)[rows])
+
+    @classmethod
+    def _sorted(cls, item_ids: np.ndarray, emb: np.ndarray) -> ItemVectorLookup:
+        vectors = torch.zeros((len(item_ids) + 1, emb.shape[1]), dtype=torch.float32)
+        vectors[1:] = torch.from_numpy(_normalise(emb))
+        return cls(item_ids, vectors)
 
     @property
     def dim(self) -> int:
@@ -267,26 +283,62 @@ def build_inputs(
         The inputs for all R rows, with labels when ``clicked`` is present.
     """
     check_columns(frame, n_tiers)
-    hist = _pad_history(frame["hist_item_ids"], history_len)
-    real = hist >= 0
-    hist_items = np.where(real, vocab.items(np.where(real, hist, 0)), PAD)
-    hist_vec = np.where(real, lookup.index(np.where(real, hist, 0)), 0)
-    has_emb = np.array(frame["has_emb"].fillna(False).to_numpy(bool), copy=True)  # torch wants writable
-    target = _normalise(_stack_vectors(frame["item_emb"].tolist(), lookup.dim)) * has_emb[:, None]
     sim_cols = [*tier_columns(n_tiers), *SIM_COLUMNS]
-    simtier = frame[sim_cols].astype("float64").fillna(0.0).to_numpy(np.float32)
-    label = None
-    if "clicked" in frame.columns:
-        label = torch.from_numpy(frame["clicked"].to_numpy(np.float32))
+    return inputs_from_arrays(
+        user_ids=frame["user_id"].to_numpy(np.int64),
+        item_ids=frame["item_id"].to_numpy(np.int64),
+        categories=frame["category"],
+        has_emb=frame["has_emb"].fillna(False).to_numpy(bool),
+        item_emb=_stack_vectors(frame["item_emb"].tolist(), lookup.dim),
+        history=_pad_history(frame["hist_item_ids"], history_len),
+        simtier=frame[sim_cols].astype("float64").to_numpy(),
+        lookup=lookup,
+        vocab=vocab,
+        label=frame["clicked"].to_numpy(np.float32) if "clicked" in frame.columns else None,
+    )
+
+
+def inputs_from_arrays(
+    *, user_ids: np.ndarray, item_ids: np.ndarray, categories: Sequence[object] | pd.Series, has_emb: np.ndarray,
+    item_emb: np.ndarray, history: np.ndarray, simtier: np.ndarray, lookup: ItemVectorLookup, vocab: IdVocab,
+    label: np.ndarray | None = None,
+) -> CTRInputs:
+    """Model inputs from column arrays: what :func:`build_inputs` does after reading the frame.
+
+    The service calls this directly with one request's arrays (no DataFrame in the hot path); the
+    id mapping, normalisation and padding are the same code either way.
+
+    Args:
+        user_ids: (R,) raw user ids.
+        item_ids: (R,) raw target item ids.
+        categories: (R,) category per row (None for unknown).
+        has_emb: (R,) whether the target has a vector.
+        item_emb: (R, d) raw target vectors (zeros when missing).
+        history: (R, N) raw history item ids, newest first, -1 padded.
+        simtier: (R, T + 3) ``tier_*``, ``hist_len``, ``sim_max``, ``sim_mean`` (NaN counts as 0).
+        lookup: item vectors for the history gather.
+        vocab: the id vocabularies.
+        label: (R,) clicks, or None at inference.
+
+    Returns:
+        The inputs for all R rows.
+    """
+    real = history >= 0
+    hist_items = np.where(real, vocab.items(np.where(real, history, 0)), PAD)
+    hist_vec = np.where(real, lookup.index(np.where(real, history, 0)), 0)
+    has = np.array(has_emb, dtype=bool, copy=True)  # torch wants writable memory
+    target = _normalise(np.asarray(item_emb, dtype=np.float32)) * has[:, None]
+    sim = np.asarray(simtier, dtype=np.float64)
+    sim = np.where(np.isnan(sim), 0.0, sim).astype(np.float32)
     return CTRInputs(
-        user=torch.from_numpy(vocab.users(frame["user_id"].to_numpy(np.int64))),
-        item=torch.from_numpy(vocab.items(frame["item_id"].to_numpy(np.int64))),
-        category=torch.from_numpy(vocab.category_index(frame["category"])),
+        user=torch.from_numpy(vocab.users(user_ids)),
+        item=torch.from_numpy(vocab.items(item_ids)),
+        category=torch.from_numpy(vocab.category_index(categories)),
         hist_items=torch.from_numpy(hist_items.astype(np.int64)),
         hist_vec_idx=torch.from_numpy(hist_vec.astype(np.int64)),
         target_vec=torch.from_numpy(target.astype(np.float32)),
-        has_emb=torch.from_numpy(has_emb),
-        simtier=torch.from_numpy(simtier),
+        has_emb=torch.from_numpy(has),
+        simtier=torch.from_numpy(sim),
         vectors=lookup.vectors,
-        label=label,
+        label=None if label is None else torch.from_numpy(np.asarray(label, dtype=np.float32)),
     )

@@ -22,7 +22,7 @@ import torch
 
 from infra.errors import FeatureError, ModelArtifactError
 from training.models.ctr import CTRModel, CTRModelConfig, predict_logits
-from training.models.inputs import IdVocab, ItemVectorLookup, build_inputs
+from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -125,4 +125,15 @@ class Ranker:
         if lookup.dim != self.vec_dim:
             raise FeatureError(f"item vectors have d={lookup.dim}, model {self.model_version} expects {self.vec_dim}")
         inputs = build_inputs(frame, lookup, self.vocab, n_tiers=self.n_tiers, history_len=self.history_len)
+        return self.score_inputs(inputs)
+
+    def score_inputs(self, inputs: CTRInputs) -> np.ndarray:
+        """Click probabilities (R,) float64 for inputs built with this model's vocabulary.
+
+        The inputs come from :func:`~training.models.inputs.build_inputs` or, in the service, from
+        :func:`~training.models.inputs.inputs_from_arrays` (the same mapping without a DataFrame).
+        """
+        if inputs.vectors.shape[1] != self.vec_dim:
+            raise FeatureError(f"item vectors have d={inputs.vectors.shape[1]}, model {self.model_version} "
+                               f"expects {self.vec_dim}")
         return torch.sigmoid(predict_logits(self.model, inputs)).numpy().astype(np.float64)

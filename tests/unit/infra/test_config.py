@@ -81,3 +81,14 @@ def test_external_endpoints_switch_off_embedded():
                            "MMADS_MILVUS__URI": "http://milvus:19530"})
     assert not cfg.kafka.embedded and cfg.kafka.client_options()["bootstrap_servers"] == ["k1:9092", "k2:9092"]
     assert not cfg.milvus.embedded and cfg.milvus.address == "http://milvus:19530"
+
+
+def test_a_misspelled_variable_is_an_error_and_named_secrets_are_not():
+    with pytest.raises(ConfigError, match="MMADS_KAFKA_PORT is neither a config override.*MMADS_KAFKA__PORT"):
+        load_config(env={"MMADS_KAFKA_PORT": "1"})
+    cfg = load_config(env={"MMADS_SERVING_TOKEN": "x", "MMADS_MILVUS_TOKEN": "y", "MMADS_PROFILE": "cluster",
+                           "OTHER_VAR": "1"})
+    assert cfg.profile == "cluster"
+    # a secret variable renamed in the config is the one that is allowed
+    renamed = load_config(env={"MMADS_SERVING__TOKEN_ENV": "MMADS_RANKER_TOKEN", "MMADS_RANKER_TOKEN": "z"})
+    assert renamed.serving.token_env == "MMADS_RANKER_TOKEN"
