@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -95,7 +96,8 @@ class StatsWriter:
     def __init__(self, cfg: MmadsConfig, stats: JobStats, topic: str) -> None:
         self.stats = stats
         self.topic = topic
-        self.path = stats_dir(cfg) / f"{stats.job}-{os.getpid()}.json"
+        # host and pid: replicas in containers all run as pid 1 and may share a state volume
+        self.path = stats_dir(cfg) / f"{stats.job}-{socket.gethostname()}-{os.getpid()}.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self) -> None:
