@@ -40,3 +40,4 @@ USER_SCHEMA = pa.schema([
     (TS_FIELD, _TS),
 ])
 VIEW_SCHEMAS: dict[str, pa.Schema] = {ITEM_VIEW: ITEM_SCHEMA, USER_VIEW: USER_SCHEMA}
+VIEW_KEYS: dict[str, str] = {ITEM_VIEW: "item_id", USER_VIEW: "user_id"}

@@ -11,15 +11,22 @@ import logging
 import os
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 from feast import FeatureStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Int64List
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import python_values_to_proto_values
+from feast.types import Array, Float32, Int64
 
 from feature_repo.data_sources import offline_dir, repo_dir
 from feature_repo.definitions import build_definitions
@@ -33,6 +40,7 @@ from feature_repo.schema import (
     USER_COLUMNS,
     USER_SCHEMA,
     USER_VIEW,
+    VIEW_KEYS,
     VIEW_SCHEMAS,
 )
 from infra.config import MmadsConfig
@@ -201,13 +209,74 @@ def _coalesce(df: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def write_online_items(store: FeatureStore, df: pd.DataFrame) -> None:
     """Upsert item rows (:data:`ITEM_COLUMNS`) into the online store, one write per call."""
-    frame = _coalesce(to_arrow(ITEM_VIEW, df).to_pandas(), "item_id")
-    if not frame.empty:
-        store.write_to_online_store(ITEM_VIEW, frame)
+    write_online_rows(store, ITEM_VIEW, df)
 
 
 def write_online_users(store: FeatureStore, df: pd.DataFrame) -> None:
     """Upsert user history rows (:data:`USER_COLUMNS`), keeping the latest row per user."""
-    frame = _coalesce(to_arrow(USER_VIEW, df).to_pandas(), "user_id")
-    if not frame.empty:
-        store.write_to_online_store(USER_VIEW, frame)
+    write_online_rows(store, USER_VIEW, df)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
+_FLOAT_LIST_TAG = _varint(ValueProto.DESCRIPTOR.fields_by_name["float_list_val"].number << 3 | 2)
+
+
+def _float_list_value(values: Any) -> ValueProto:
+    """A float32 list as a ``Value``: its wire bytes (a packed repeated float) parsed in C.
+
+    Equal to ``Value(float_list_val=FloatList(val=list(values)))``, ~30x faster for 3,200 floats.
+    """
+    if values is None:
+        return ValueProto()
+    raw = np.asarray(values, dtype="<f4").tobytes()
+    inner = b"\x0a" + _varint(len(raw)) + raw if raw else b""
+    return ValueProto.FromString(_FLOAT_LIST_TAG + _varint(len(inner)) + inner)
+
+
+def online_rows(store: FeatureStore, view: str, df: pd.DataFrame
+                ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]]:
+    """The provider rows of ``df`` for ``view``: what ``write_to_online_store`` builds, built faster.
+
+    Float-list features are encoded by :func:`_float_list_value`, int64 lists from one Python list
+    each; every other feature goes through
+    Feast's own ``python_values_to_proto_values``; the latest row per entity wins. A test checks that
+    rows written this way read back exactly like rows written by ``write_to_online_store``.
+    """
+    key = VIEW_KEYS[view]
+    frame = _coalesce(to_arrow(view, df).to_pandas(), key)
+    fv = store.get_feature_view(view)
+    columns: dict[str, list[Any]] = {}
+    for field in fv.features:
+        values = frame[field.name].tolist()
+        if field.dtype == Array(Float32):
+            columns[field.name] = [_float_list_value(v) for v in values]
+        elif field.dtype == Array(Int64):
+            columns[field.name] = [ValueProto() if v is None else ValueProto(int64_list_val=Int64List(
+                val=np.asarray(v, dtype=np.int64).tolist())) for v in values]
+        else:
+            columns[field.name] = python_values_to_proto_values(values, field.dtype.to_value_type())
+    keys = [EntityKeyProto(join_keys=[key], entity_values=[ValueProto(int64_val=int(i))]) for i in frame[key]]
+    stamps = pd.DatetimeIndex(pd.to_datetime(frame[TS_FIELD], utc=True)).to_pydatetime().tolist()
+    names = list(columns)
+    return [(k, {n: columns[n][r] for n in names}, stamps[r], None) for r, k in enumerate(keys)]
+
+
+def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame) -> None:
+    """Upsert ``df``'s rows of ``view`` into the online store with one provider write.
+
+    This is ``store.write_to_online_store(view, df)`` without Feast's per-element conversion of list
+    features (most of its time for 3,200-float history rows).
+    """
+    rows = online_rows(store, view, df)
+    if rows:
+        store._get_provider().online_write_batch(  # noqa: SLF001 - the public write is the slow part
+            config=store.config, table=store.get_feature_view(view), data=rows, progress=None)

@@ -12,8 +12,16 @@ import pytest
 
 from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, step
 from feature_repo.online import ItemRowCache, OnlineFeatureReader
+from feature_repo.schema import ITEM_VIEW, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
-from feature_repo.store import apply_repo, open_store, write_online_items, write_online_users
+from feature_repo.store import (
+    apply_repo,
+    open_store,
+    to_arrow,
+    write_online_items,
+    write_online_rows,
+    write_online_users,
+)
 from infra.config import MmadsConfig, load_config
 from training.training_set import (
     build_training_set,
@@ -209,6 +217,34 @@ def test_online_fast_path_equals_odfv(repo, data):
         assert fast.missing_item_ids == [NO_VECTOR_ITEM, 999]
         assert fast.category[:3] == ["c0", "c1", "c2"]
     assert reader.read(1, candidates).simtier[:, TIERS].max() > 0  # user 1 has a history online
+
+
+def test_fast_online_write_reads_back_like_feasts_own_write(repo):
+    cfg, store = repo
+    ts = pd.Timestamp("2024-03-01 12:34:56.789", tz="UTC")
+    rng = np.random.default_rng(5)
+    users = pd.DataFrame({
+        "hist_item_ids": [[3, 1, 2], [], [7]],
+        "hist_emb_flat": [rng.normal(size=3 * DIM).astype(np.float32), np.zeros(0, np.float32),
+                          np.full(DIM, -0.5, np.float32)],
+        "last_event_ts": [ts, ts, ts - pd.Timedelta(seconds=1)], "event_timestamp": [ts, ts, ts],
+    })
+    items = pd.DataFrame({
+        "emb": [rng.normal(size=DIM).astype(np.float32), np.ones(DIM, np.float32)],
+        "category": ["c7", None], "created_at": [ts, ts], "event_timestamp": [ts, ts],
+    })
+    for view, key, frame, names in ((USER_VIEW, "user_id", users, ["hist_item_ids", "hist_emb_flat", "last_event_ts"]),
+                                    (ITEM_VIEW, "item_id", items, ["emb", "category", "created_at"])):
+        feast_ids = list(range(900_000, 900_000 + len(frame)))
+        fast_ids = list(range(910_000, 910_000 + len(frame)))
+        store.write_to_online_store(view, to_arrow(view, frame.assign(**{key: feast_ids})).to_pandas())
+        write_online_rows(store, view, frame.assign(**{key: fast_ids}))
+        refs = [f"{view}:{n}" for n in names]
+        a = store.get_online_features(features=refs, entity_rows=[{key: i} for i in feast_ids]).to_dict()
+        b = store.get_online_features(features=refs, entity_rows=[{key: i} for i in fast_ids]).to_dict()
+        for name in names:
+            assert a[name] == b[name], (view, name)
+        assert a[names[0]][0] is not None  # the rows exist
 
 
 def test_item_cache_serves_the_same_rows_and_expires(repo, data):
