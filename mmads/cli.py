@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from infra.errors import DatasetError, MmadsError
+from infra.redact import redact_logs
 
 logger = logging.getLogger("mmads")
 
@@ -21,6 +22,7 @@ logger = logging.getLogger("mmads")
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logs()
     for noisy in ("kafka", "urllib3", "httpx", "feast", "pymilvus", "filelock", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     logging.getLogger("mmads").setLevel(min(level, logging.INFO))

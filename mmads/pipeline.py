@@ -24,6 +24,7 @@ from infra import stack as infra_stack
 from infra.config import MmadsConfig
 from infra.dataset import Dataset, load_dataset, time_cut
 from infra.processes import start_process
+from infra.redact import redact_logs
 from mmads.memory import PeakMemory
 from mmads.report import summary_table
 from mmads.stages import Stage, StageFailedError, StageRunner, dataset_manifest
@@ -150,6 +151,7 @@ def _setup_run_logging(run_dir: Path) -> logging.Handler:
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    redact_logs()
     logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
     return handler
 

@@ -20,6 +20,7 @@ import uvicorn
 
 from infra.config import MmadsConfig
 from infra.errors import MmadsError
+from infra.redact import redact_logs
 from serving.app import create_app
 from serving.ranker_service import RankingService
 
@@ -78,4 +79,6 @@ def serve(run_dir: Path, cfg: MmadsConfig, host: str | None = None, port: int | 
     logger.info("serving %s on http://%s:%d", app.state.service.served.model_version, host, port)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=10, lifespan="off")
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's own handlers
+        redact_logs(logging.getLogger(name))
     uvicorn.Server(config).run()

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from infra.redact import redact
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,7 +47,7 @@ class DeadLetter:
     def of(cls, record: Any, error: str) -> DeadLetter:
         """Build from a kafka-python ``ConsumerRecord`` (or anything with the same fields)."""
         return cls(record.topic, record.partition, record.offset, record.key, record.value,
-                   int(record.timestamp), error)
+                   int(record.timestamp), redact(error))
 
     def to_json(self) -> bytes:
         """The dead-letter value (see the module docstring)."""

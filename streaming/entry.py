@@ -13,6 +13,7 @@ from typing import Any
 
 from infra.config import MmadsConfig, load_config
 from infra.errors import MmadsError
+from infra.redact import redact_logs
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def job_main(run: Callable[[MmadsConfig, argparse.Namespace], Any], what: str, a
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    redact_logs()
     for noisy in ("kafka", "feast", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # pymilvus logs every failed RPC with a traceback; the loop already logs each retry in one line.
