@@ -59,11 +59,11 @@ _EMPTY_PART = "part-00000000000000000000-empty.parquet"
 
 def _online_store_section(cfg: MmadsConfig, root: Path) -> dict[str, Any]:
     if cfg.feast.online_store == "redis":
-        return {
-            "type": "redis",
-            "redis_type": cfg.feast.redis_type,
-            "connection_string": cfg.feast.redis_connection_string,
-        }
+        conn = cfg.feast.redis_connection_string
+        if os.environ.get(cfg.feast.redis_password_env):
+            # a reference Feast expands when it loads the file: the password never lands on disk
+            conn += f",password=${{{cfg.feast.redis_password_env}}}"
+        return {"type": "redis", "redis_type": cfg.feast.redis_type, "connection_string": conn}
     return {"type": "sqlite", "path": str(root / "online.db")}
 
 

@@ -119,6 +119,7 @@ class FeastConfig(_Section):
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "127.0.0.1:6379"
     redis_type: Literal["redis", "redis_cluster"] = "redis"
+    redis_password_env: str = "MMADS_REDIS_PASSWORD"
     offline_store: Literal["duckdb", "file"] = "duckdb"
     item_ttl_days: int = Field(default=3650, ge=1)
     user_ttl_days: int = Field(default=3650, ge=1)

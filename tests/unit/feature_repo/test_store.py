@@ -87,3 +87,15 @@ def test_simtier_from_lists_matches_simtier():
     np.testing.assert_array_equal([out["tier_0"][0], out["sim_max"][0]], simtier(emb[0], hist, n_tiers=3)[0, [0, 4]])
     assert out["hist_len"] == [2.0, 2.0, 0.0]
     assert out["sim_max"][1] == 0.0
+
+
+def test_redis_password_is_a_reference_feast_expands(cfg, monkeypatch):
+    from feast.repo_config import load_repo_config
+
+    monkeypatch.setenv("MMADS_REDIS_PASSWORD", "p4ssw0rd!")
+    redis = cfg.with_overrides(feast={"online_store": "redis", "redis_connection_string": "127.0.0.1:7000"})
+    path = render_feature_store_yaml(redis)
+    assert "p4ssw0rd!" not in path.read_text()
+    assert "password=${MMADS_REDIS_PASSWORD}" in path.read_text()
+    loaded = load_repo_config(path.parent, path)
+    assert loaded.online_store.connection_string == "127.0.0.1:7000,password=p4ssw0rd!"
