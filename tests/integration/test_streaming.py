@@ -274,19 +274,19 @@ def test_behavior_job_killed_mid_stream_rebuilds_exact_histories(base_cfg: Mmads
 
 def test_malformed_behaviors_are_dead_lettered_and_the_job_keeps_going(base_cfg: MmadsConfig,
                                                                        jobs: list[Job]) -> None:
-    # Scaled down from 10,000 good / 1,000 bad to 2,000 / 200 to keep the test under a minute.
+    # The scale: 10,000 good events among which 1,000 bad ones are mixed.
     cfg, first = _isolated(base_cfg)
     item_ids = np.arange(first, first + 50, dtype=np.int64)
     _index_directly(cfg, item_ids, seed=3)
-    good = _behaviors(2000, users=30, items=item_ids, first_user=first, seed=4)
+    good = _behaviors(10_000, users=150, items=item_ids, first_user=first, seed=4)
     ok = {"user_id": first, "item_id": int(item_ids[0]), "action": "click", "ts": iso_utc(good["ts"].iloc[0])}
     kinds = {
-        "bad JSON": [b'{"user_id": ' + str(i).encode() for i in range(50)],
-        "missing field": [encode_value({k: v for k, v in ok.items() if k != "action"}) for _ in range(50)],
-        "field 'item_id'": [encode_value({**ok, "item_id": str(i)}) for i in range(50)],
-        "unknown item": [encode_value({**ok, "user_id": first + 500 + i, "item_id": first + 99_000})
-                         for i in range(25)],
-        "absurd timestamp": [encode_value({**ok, "ts": "2999-01-01T00:00:00Z"}) for _ in range(25)],
+        "bad JSON": [b'{"user_id": ' + str(i).encode() for i in range(250)],
+        "missing field": [encode_value({k: v for k, v in ok.items() if k != "action"}) for _ in range(250)],
+        "field 'item_id'": [encode_value({**ok, "item_id": str(i)}) for i in range(250)],
+        "unknown item": [encode_value({**ok, "user_id": first + 5000 + i, "item_id": first + 99_000})
+                         for i in range(125)],
+        "absurd timestamp": [encode_value({**ok, "ts": "2999-01-01T00:00:00Z"}) for _ in range(125)],
     }
     bad = [v for vs in kinds.values() for v in vs]
     rng = np.random.default_rng(5)
