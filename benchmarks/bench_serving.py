@@ -199,14 +199,15 @@ def _process(argv: list[str], log: Path, ready: Callable[[], bool], what: str, t
 
 
 @contextmanager
-def service(cfg: MmadsConfig, run_dir: Path, work: Path, *, odfv: bool = False) -> Iterator[str]:
+def service(cfg: MmadsConfig, run_dir: Path, work: Path, *, odfv: bool = False,
+            extra: tuple[str, ...] = ()) -> Iterator[str]:
     """Serve ``run_dir`` in a child process on a free 127.0.0.1 port; yields the base URL."""
     import httpx
 
     port = free_port()
     config = _write_config(cfg, work / f"serve-{port}.yaml")
     argv = [sys.executable, "-m", "benchmarks.bench_serving", "--serve", "--config", str(config),
-            "--run", str(run_dir), "--port", str(port)] + (["--odfv"] if odfv else [])
+            "--run", str(run_dir), "--port", str(port), *(["--odfv"] if odfv else []), *extra]
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:

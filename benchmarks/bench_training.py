@@ -75,7 +75,21 @@ def run(quick: bool) -> dict[str, Any]:
                       ("id_only", "id_only_samples_per_s")):
         _, log = fit_ctr_model(cfgs[name], data, ctr, seed=0, make=make if cfgs[name].make else None)
         out[key] = log.samples_per_s
+    print_table(out)
     return out
+
+
+def print_table(res: dict[str, Any]) -> None:
+    """Print the throughputs with the issue's target."""
+    print(f"training benchmark ({res['rows']:,} rows, batch {res['batch_size']}, history {res['history_len']}, "
+          f"d = {res['dim']}, {res['threads']} threads)")
+    rows = [("simtier_make ID stage, samples/s", res["train_samples_per_s"], ">= 20,000"),
+            ("make_ft ID stage, samples/s", res["make_ft_samples_per_s"], ""),
+            ("id_only, samples/s", res["id_only_samples_per_s"], ""),
+            ("MAKE pre-training, samples/s", res["make_pretrain_samples_per_s"], ""),
+            ("build_inputs, rows/s", res["build_inputs_rows_per_s"], "")]
+    for name, value, target in rows:
+        print(f"  {name:<36} {value:>10,.0f}  {target}")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ class CTRConfig(_Section):
     mlp_hidden: tuple[int, ...] = (128, 64)
     batch_size: int = Field(default=1024, ge=1)
     lr: float = Field(default=2e-3, gt=0)
+    emb_lr: float | None = Field(default=0.1, gt=0)
     id_epochs: int = Field(default=1, ge=1)
     make_epochs: int = Field(default=8, ge=1)
     make_patience: int = Field(default=2, ge=1)

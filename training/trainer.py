@@ -24,6 +24,7 @@ import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -159,6 +160,20 @@ def fit_make(
     return make, log
 
 
+def _param_groups(model: CTRModel, ctr: CTRConfig) -> list[dict[str, Any]]:
+    """The ID embedding tables at ``ctr.emb_lr`` (when set), everything else trainable at ``ctr.lr``.
+
+    An id seen k times in one epoch gets k updates: with tens of impressions per item, embeddings
+    need a larger step than the dense layers to learn anything in the one epoch ID models get.
+    """
+    tables = {id(t.weight) for t in (model.user_emb, model.item_emb, model.category_emb)}
+    emb = [p for p in model.parameters() if p.requires_grad and id(p) in tables]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in tables]
+    if ctr.emb_lr is None:
+        return [{"params": emb + rest}]
+    return [{"params": emb, "lr": ctr.emb_lr}, {"params": rest}]
+
+
 def fit_ctr_model(
     model_cfg: CTRModelConfig, train: CTRInputs, ctr: CTRConfig, *, seed: int, make: MAKE | None = None,
     progress: bool = False, desc: str = "ID model",
@@ -184,8 +199,7 @@ def fit_ctr_model(
     if make is not None and model.make is not None:
         model.make.load_state_dict(make.state_dict())
         model.make.requires_grad_(model_cfg.finetune_make)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=ctr.lr)
+    opt = torch.optim.Adam(_param_groups(model, ctr), lr=ctr.lr)
     log = TrainingLog()
     epochs = 1 if make is not None else ctr.id_epochs
     for epoch in range(epochs):
