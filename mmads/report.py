@@ -31,20 +31,24 @@ def _num(v: Any, fmt: str = ".4f") -> str:
 
 
 def ctr_rows(ctr: Mapping[str, Any]) -> list[list[str]]:
-    """One row per CTR model: AUC, GAUC (overall and new items), GAUC delta CI vs id_only."""
+    """One row per CTR model: AUC, GAUC (overall and new items), GAUC delta CIs vs id_only and lightgbm."""
     rows = []
     for name in [m for m in CTR_MODELS if m in ctr] + [m for m in ctr if m not in CTR_MODELS]:
         m = ctr[name]
         if not isinstance(m, Mapping) or "auc" not in m:
             continue
-        ci = m.get("gauc_delta_ci")
-        ci_s = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else "-"
         rows.append([name, _num(m.get("auc")), _num(m.get("gauc")), _num(m.get("auc_new")),
-                     _num(m.get("gauc_new")), _num(m.get("logloss")), ci_s])
+                     _num(m.get("gauc_new")), _num(m.get("logloss")), _ci(m.get("gauc_delta_ci")),
+                     _ci(m.get("gauc_delta_vs_lightgbm_ci"))])
     return rows
 
 
-CTR_HEADERS = ["model", "AUC", "GAUC", "AUC new", "GAUC new", "logloss", "GAUC - id_only (95% CI)"]
+def _ci(ci: Any) -> str:
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else "-"
+
+
+CTR_HEADERS = ["model", "AUC", "GAUC", "AUC new", "GAUC new", "logloss", "GAUC - id_only (95% CI)",
+               "GAUC - lightgbm (95% CI)"]
 
 
 def summary_table(report: Mapping[str, Any]) -> str:

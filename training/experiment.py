@@ -130,9 +130,11 @@ def _metrics(test: pd.DataFrame, runs: _Runs, n_boot: int, seed: int) -> dict[st
             "gauc_new_ci": list(bootstrap_gauc_ci([pu[1] for pu in per_user[name]], n_resamples=n_boot,
                                                   seed=seed)),
         }
-        if "id_only" in per_user:
-            for k, key in ((0, "gauc_delta_ci"), (1, "gauc_new_delta_ci")):
-                pairs = [pu[k] for pu in per_user[name]], [pu[k] for pu in per_user["id_only"]]
+        for base, suffix in (("id_only", ""), ("lightgbm", "_vs_lightgbm")):
+            if base not in per_user or (base == "lightgbm" and name == "lightgbm"):
+                continue
+            for k, key in ((0, f"gauc_delta{suffix}_ci"), (1, f"gauc_new_delta{suffix}_ci")):
+                pairs = [pu[k] for pu in per_user[name]], [pu[k] for pu in per_user[base]]
                 row[key] = list(bootstrap_gauc_delta(*pairs, n_resamples=n_boot, seed=seed))
         out[name] = row
     return out
@@ -160,7 +162,8 @@ def train_and_evaluate(
     Returns:
         The report's "ctr" section: per model ``auc``, ``gauc``, ``auc_new``, ``gauc_new``,
         ``logloss``, ``gauc_std``, ``train_seconds``, ``gauc_ci``, ``gauc_new_ci`` and, when id_only ran,
-        ``gauc_delta_ci`` and ``gauc_new_delta_ci`` (95% bootstrap CIs, [lo, hi]).
+        ``gauc_delta_ci`` and ``gauc_new_delta_ci`` (95% bootstrap CIs, [lo, hi]); for the torch models
+        when lightgbm ran, ``gauc_delta_vs_lightgbm_ci`` and ``gauc_new_delta_vs_lightgbm_ci``.
     """
     unknown = [m for m in models if m not in ALL_MODELS]
     if unknown or not models:

@@ -53,7 +53,7 @@ def _delta(row: Mapping[str, Any], base: Mapping[str, Any] | None, key: str, ci_
 
 
 def ablation_markdown(section: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
-    """The report.md ablation table (deltas vs id_only with 95% bootstrap CIs)."""
+    """The report.md ablation table (deltas vs id_only and vs lightgbm with 95% bootstrap CIs)."""
     base = section.get("id_only")
     lines = [
         "# CTR ablation",
@@ -63,14 +63,16 @@ def ablation_markdown(section: Mapping[str, Mapping[str, Any]], meta: Mapping[st
         f"items. Mean over {meta.get('seeds')} seed(s); CIs: {meta.get('bootstrap')} bootstrap resamples "
         "of users.",
         "",
-        "| model | AUC | GAUC | ΔGAUC vs id_only [95% CI] | AUC new | GAUC new | ΔGAUC new [95% CI] "
-        "| logloss | GAUC std | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | AUC | GAUC | ΔGAUC vs id_only [95% CI] | ΔGAUC vs lightgbm [95% CI] | AUC new | GAUC new "
+        "| ΔGAUC new vs id_only [95% CI] | logloss | GAUC std | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    lgbm = section.get("lightgbm")
     for name, row in section.items():
+        vs_lgbm = _delta(row, lgbm, "gauc", "gauc_delta_vs_lightgbm_ci") if name != "lightgbm" else "-"
         lines.append(
             f"| {name} | {_fmt(row['auc'])} | {_fmt(row['gauc'])} | {_delta(row, base, 'gauc', 'gauc_delta_ci')} "
-            f"| {_fmt(row['auc_new'])} | {_fmt(row['gauc_new'])} "
+            f"| {vs_lgbm} | {_fmt(row['auc_new'])} | {_fmt(row['gauc_new'])} "
             f"| {_delta(row, base, 'gauc_new', 'gauc_new_delta_ci')} | {_fmt(row['logloss'])} "
             f"| {_fmt(row['gauc_std'])} | {row['train_seconds']:.1f} |"
         )
