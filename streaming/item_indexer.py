@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import torch
 
 from feature_repo.schema import ITEM_VIEW
 from feature_repo.store import append_offline, open_store, write_online_items
@@ -58,6 +59,11 @@ def warm_up(encoder: Any) -> None:
     started = time.perf_counter()
     encoder.encode_items(pd.DataFrame({"item_id": [0], "title": ["warm up"], "category": ["-"],
                                        "image_path": [None]}))
+    size = encoder.spec.image_size if getattr(encoder, "uses_images", False) else None
+    if size:  # the image backbone freezes its graph on its first batch (~2 s): not on a real item
+        from encoders.backbones import image_backbone
+
+        image_backbone(size).encode(torch.zeros((1, 3, size, size)))
     logger.info("encoder %s ready in %.1fs", encoder.version, time.perf_counter() - started)
 
 
