@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,11 +74,13 @@ class ItemRowCache:
     Args:
         ttl_s: how long a row is served from memory.
         max_items: the most rows kept.
+        clock: seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, ttl_s: float, max_items: int) -> None:
+    def __init__(self, ttl_s: float, max_items: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self.max_items = max_items
+        self.clock = clock
         self._rows: dict[int, tuple[float, Any, Any, Any]] = {}
         self._lock = threading.Lock()
         self.hits = 0
@@ -89,7 +91,7 @@ class ItemRowCache:
 
     def get(self, ids: Sequence[int]) -> tuple[list[tuple[Any, Any, Any] | None], list[int]]:
         """Cached rows ``(emb, category, created_at)`` per id (None when absent or expired), and the misses."""
-        now = time.monotonic()
+        now = self.clock()
         rows: list[tuple[Any, Any, Any] | None] = []
         missing: list[int] = []
         for i in ids:
@@ -105,7 +107,7 @@ class ItemRowCache:
 
     def put(self, ids: Sequence[int], values: dict[str, list[Any]]) -> None:
         """Keep the rows of ``ids`` (columns of :data:`ITEM_FEATURES`) that exist (have a vector)."""
-        expires = time.monotonic() + self.ttl_s
+        expires = self.clock() + self.ttl_s
         with self._lock:
             for k, i in enumerate(ids):
                 if values["emb"][k] is not None:

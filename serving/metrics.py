@@ -14,6 +14,7 @@ Exposed at ``GET /metrics`` in the Prometheus text format:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
@@ -98,8 +99,13 @@ def endpoint_label(path: str) -> str:
     return "other"
 
 
+_WORKER_HEADER = (b"x-mmads-worker", str(os.getpid()).encode())
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware counting every HTTP request and timing it (cheaper than BaseHTTPMiddleware).
+
+    Every response carries ``x-mmads-worker: <pid>`` (which worker process answered).
 
     Args:
         app: the wrapped ASGI app.
@@ -122,6 +128,7 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message = {**message, "headers": [*message.get("headers", []), _WORKER_HEADER]}
             await send(message)
 
         try:

@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ class RankingService:
         self.metrics = metrics
         self._model_arg = model_arg
         self._reload_lock = threading.Lock()
+        # called after a successful reload with (run_dir, model); multi-worker serving sets it
+        self.after_reload: Callable[[Path, str | None], None] | None = None
         self._probe(served)
         self.served = served
         metrics.set_model(served.model_version, str(served.run_dir))
@@ -254,5 +256,10 @@ class RankingService:
             seconds = time.perf_counter() - start
             logger.info("reloaded: %s -> %s (%s) in %.2f s", old.model_version, new.model_version, new.run_dir,
                         seconds)
-            return {"model_version": new.model_version, "previous_model_version": old.model_version,
-                    "run_dir": str(new.run_dir), "name": new.name, "seconds": round(seconds, 3)}
+            result: dict[str, Any] = {
+                "model_version": new.model_version, "previous_model_version": old.model_version,
+                "run_dir": str(new.run_dir), "name": new.name, "seconds": round(seconds, 3)}
+            if self.after_reload is not None:
+                self.after_reload(new.run_dir, model or self._model_arg)
+                result["workers"] = "replacing every worker (rolling, no request fails)"
+            return result

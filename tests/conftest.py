@@ -29,9 +29,13 @@ def stack_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MmadsConfig]
         stack.down(cfg)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def redis_conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway ``redis-server`` on a free loopback port (skips when the Debian package is missing)."""
+    """A throwaway, empty ``redis-server`` per test on a free loopback port (skips without the package).
+
+    Per test: Feast keys rows by project and entity, so two tests sharing one server would read each
+    other's rows.
+    """
     from benchmarks.bench_serving import redis_server
 
     if shutil.which("redis-server") is None:

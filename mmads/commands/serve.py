@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from infra.errors import ConfigError
 from mmads.commands.common import config_of
 
 
@@ -15,11 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="bind address (default: serving.host = 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: serving.port)")
     p.add_argument("--model", help="model under RUN_DIR/ctr/models (default: RUN_DIR/serving.json, else simtier_make)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on the one port (default 1; about one per core)")
     p.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve
 
-    serve(args.run, config_of(args), args.host, args.port, model=args.model)
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    serve(args.run, config_of(args), args.host, args.port, model=args.model, workers=args.workers)
     return 0

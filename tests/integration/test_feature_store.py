@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -250,7 +249,8 @@ def test_fast_online_write_reads_back_like_feasts_own_write(repo):
 def test_item_cache_serves_the_same_rows_and_expires(repo, data):
     cfg, store = repo
     plain = OnlineFeatureReader(store, cfg)
-    cache = ItemRowCache(ttl_s=0.5, max_items=10)
+    now = [0.0]
+    cache = ItemRowCache(ttl_s=30.0, max_items=10, clock=lambda: now[0])
     cached = OnlineFeatureReader(store, cfg, item_cache=cache)
     candidates = [*range(1, 9), NO_VECTOR_ITEM, 999]
     for _ in range(2):  # the first pass fills the cache, the second is served from it
@@ -271,7 +271,7 @@ def test_item_cache_serves_the_same_rows_and_expires(repo, data):
     write_online_items(store, changed)
     try:
         np.testing.assert_array_equal(cached.read_items([15])["emb"][0], original["emb"].iloc[0])
-        time.sleep(0.6)
+        now[0] += 31.0  # the TTL has passed
         np.testing.assert_array_equal(cached.read_items([15])["emb"][0], np.ones(DIM, np.float32))
     finally:
         write_online_items(store, original.assign(event_timestamp=pd.Timestamp.now(tz="UTC")))

@@ -342,3 +342,76 @@ def test_sighup_reloads_the_run_without_failing_requests(world: World, cfg: Mmad
         proc.terminate()
         # uvicorn shuts down gracefully, then re-raises the captured SIGTERM (exit by that signal)
         assert proc.wait(20) in (0, -signal.SIGTERM)
+
+
+def test_two_workers_share_the_port_and_reload_together(world: World, cfg: MmadsConfig, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(world.run_dir, run)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMADS_")}
+    env |= {"MMADS_CONFIG": str(config), cfg.serving.token_env: "t0ken-for-admin"}
+    proc = subprocess.Popen([sys.executable, "-m", "mmads", "serve", "--run", str(run), "--port", str(port),
+                             "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/rank"
+    versions = {name: load_model(run, cfg, name).model_version for name in world.model_names}
+    body = {"user_id": 1, "candidate_item_ids": world.items["item_id"].tolist()[:20]}
+    answers: list[tuple[int, str, str]] = []  # (status, worker pid, model version) of the background load
+    stop = threading.Event()
+
+    def load() -> None:  # a fresh connection per request: the kernel spreads them over the workers
+        while not stop.is_set():
+            try:
+                r = httpx.post(url, json=body, timeout=30)
+            except httpx.HTTPError as exc:
+                answers.append((-1, "", f"{exc.__class__.__name__}: {exc}"))
+                continue
+            answers.append((r.status_code, r.headers.get("x-mmads-worker", ""),
+                            r.json().get("model_version", "") if r.status_code == 200 else r.text))
+
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the workers did not start"
+            try:
+                if httpx.post(url, json=body, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        before = len(answers)
+        assert len({pid for _, pid, _ in answers[:before]}) == 2  # both workers answer
+        r = httpx.post(f"http://127.0.0.1:{port}/admin/reload", json={"model": "simtier"}, timeout=60,
+                       headers={"Authorization": "Bearer t0ken-for-admin"})
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == versions["simtier"] and "workers" in r.json()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # until both replacement workers serve the new model
+            recent = answers[-20:]
+            if len(answers) > before + 20 and {v for _, _, v in recent} == {versions["simtier"]} \
+                    and len({pid for _, pid, _ in recent}) == 2:
+                break
+            time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert all(status == 200 for status, _, _ in answers), [a for a in answers if a[0] != 200][:3]
+        assert {v for _, _, v in answers[-20:]} == {versions["simtier"]}
+        old_pids = {pid for _, pid, _ in answers[:before]}
+        assert not old_pids & {pid for _, pid, _ in answers[-20:]}  # every worker was replaced
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(30)
