@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
+import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -292,126 +298,102 @@ def test_binding_beyond_loopback_needs_a_token(world: World, cfg: MmadsConfig, m
         serve(world.run_dir, cfg, host="0.0.0.0", port=free_port())
 
 
-def test_sighup_reloads_the_run_without_failing_requests(world: World, cfg: MmadsConfig, tmp_path: Path):
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
+@contextmanager
+def _service_process(world: World, cfg: MmadsConfig, tmp_path: Path, *args: str,
+                     env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
+    """``mmads serve`` on a copy of the world's run in a child process, until /healthz answers 200.
 
-    import yaml
-
+    Yields the process, the run directory (a copy the test may change) and the base URL; on exit the
+    process gets SIGTERM and must stop cleanly.
+    """
     run = tmp_path / "run"
     shutil.copytree(world.run_dir, run)
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     port = free_port()
-    code = ("import sys; from pathlib import Path; from infra.config import load_config; "
-            "from serving.server import serve; "
-            "serve(Path(sys.argv[1]), load_config(sys.argv[2], env={}), '127.0.0.1', int(sys.argv[3]))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMADS_")}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(run), str(config), str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("MMADS_")}
+    child_env |= {"MMADS_CONFIG": str(config), **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "mmads", "serve", "--run", str(run), "--port", str(port), *args],
+                            env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    versions = {name: load_model(run, cfg, name).model_version for name in world.model_names}
-    body = {"user_id": 1, "candidate_item_ids": world.items["item_id"].tolist()[:20]}
-    try:
-        with httpx.Client(timeout=30) as h:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-                assert time.monotonic() < deadline, "the service did not start"
-                try:
-                    if h.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            assert h.post(f"{base}/rank", json=body).json()["model_version"] == versions["simtier_make"]
-            (run / "serving.json").write_text(json.dumps({"model": "simtier"}))
-            proc.send_signal(signal.SIGHUP)
-            seen = []
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                r = h.post(f"{base}/rank", json=body)
-                assert r.status_code == 200, r.text
-                seen.append(r.json()["model_version"])
-                if seen[-1] == versions["simtier"]:
-                    break
-            assert seen[-1] == versions["simtier"], seen[-3:]
-    finally:
-        proc.terminate()
-        # uvicorn shuts down gracefully, then re-raises the captured SIGTERM (exit by that signal)
-        assert proc.wait(20) in (0, -signal.SIGTERM)
-
-
-def test_two_workers_share_the_port_and_reload_together(world: World, cfg: MmadsConfig, tmp_path: Path):
-    import os
-    import subprocess
-    import sys
-    import threading
-
-    import yaml
-
-    run = tmp_path / "run"
-    shutil.copytree(world.run_dir, run)
-    config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMADS_")}
-    env |= {"MMADS_CONFIG": str(config), cfg.serving.token_env: "t0ken-for-admin"}
-    proc = subprocess.Popen([sys.executable, "-m", "mmads", "serve", "--run", str(run), "--port", str(port),
-                             "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/rank"
-    versions = {name: load_model(run, cfg, name).model_version for name in world.model_names}
-    body = {"user_id": 1, "candidate_item_ids": world.items["item_id"].tolist()[:20]}
-    answers: list[tuple[int, str, str]] = []  # (status, worker pid, model version) of the background load
-    stop = threading.Event()
-
-    def load() -> None:  # a fresh connection per request: the kernel spreads them over the workers
-        while not stop.is_set():
-            try:
-                r = httpx.post(url, json=body, timeout=30)
-            except httpx.HTTPError as exc:
-                answers.append((-1, "", f"{exc.__class__.__name__}: {exc}"))
-                continue
-            answers.append((r.status_code, r.headers.get("x-mmads-worker", ""),
-                            r.json().get("model_version", "") if r.status_code == 200 else r.text))
-
     try:
         deadline = time.monotonic() + 180
         while True:
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "the workers did not start"
+            assert time.monotonic() < deadline, "the service did not start"
             try:
-                if httpx.post(url, json=body, timeout=5).status_code == 200:
+                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.3)
-        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
-        for t in threads:
-            t.start()
-        time.sleep(3)
-        before = len(answers)
-        assert len({pid for _, pid, _ in answers[:before]}) == 2  # both workers answer
-        r = httpx.post(f"http://127.0.0.1:{port}/admin/reload", json={"model": "simtier"}, timeout=60,
-                       headers={"Authorization": "Bearer t0ken-for-admin"})
-        assert r.status_code == 200, r.text
-        assert r.json()["model_version"] == versions["simtier"] and "workers" in r.json()
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # until both replacement workers serve the new model
-            recent = answers[-20:]
-            if len(answers) > before + 20 and {v for _, _, v in recent} == {versions["simtier"]} \
-                    and len({pid for _, pid, _ in recent}) == 2:
-                break
-            time.sleep(0.5)
-        stop.set()
-        for t in threads:
-            t.join(30)
-        assert all(status == 200 for status, _, _ in answers), [a for a in answers if a[0] != 200][:3]
-        assert {v for _, _, v in answers[-20:]} == {versions["simtier"]}
-        old_pids = {pid for _, pid, _ in answers[:before]}
-        assert not old_pids & {pid for _, pid, _ in answers[-20:]}  # every worker was replaced
+        yield proc, run, base
     finally:
-        stop.set()
         proc.terminate()
-        proc.wait(30)
+        code = proc.wait(30)
+    # uvicorn shuts down gracefully, then re-raises the captured SIGTERM (exit by that signal)
+    assert code in (0, -signal.SIGTERM)
+
+
+def test_sighup_reloads_the_run_without_failing_requests(world: World, cfg: MmadsConfig, tmp_path: Path):
+    body = {"user_id": 1, "candidate_item_ids": world.items["item_id"].tolist()[:20]}
+    with _service_process(world, cfg, tmp_path) as (proc, run, base), httpx.Client(timeout=30) as h:
+        versions = {name: load_model(run, cfg, name).model_version for name in world.model_names}
+        assert h.post(f"{base}/rank", json=body).json()["model_version"] == versions["simtier_make"]
+        (run / "serving.json").write_text(json.dumps({"model": "simtier"}))
+        proc.send_signal(signal.SIGHUP)
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = h.post(f"{base}/rank", json=body)
+            assert r.status_code == 200, r.text
+            seen.append(r.json()["model_version"])
+            if seen[-1] == versions["simtier"]:
+                break
+        assert seen[-1] == versions["simtier"], seen[-3:]
+
+
+def test_two_workers_share_the_port_and_reload_together(world: World, cfg: MmadsConfig, tmp_path: Path):
+    token = {cfg.serving.token_env: "t0ken-for-admin"}
+    body = {"user_id": 1, "candidate_item_ids": world.items["item_id"].tolist()[:20]}
+    answers: list[tuple[int, str, str]] = []  # (status, worker pid, model version) of the background load
+    stop = threading.Event()
+    with _service_process(world, cfg, tmp_path, "--workers", "2", env=token) as (_, run, base):
+        versions = {name: load_model(run, cfg, name).model_version for name in world.model_names}
+
+        def load() -> None:  # a fresh connection per request: the kernel spreads them over the workers
+            while not stop.is_set():
+                try:
+                    r = httpx.post(f"{base}/rank", json=body, timeout=30)
+                except httpx.HTTPError as exc:
+                    answers.append((-1, "", f"{exc.__class__.__name__}: {exc}"))
+                    continue
+                answers.append((r.status_code, r.headers.get("x-mmads-worker", ""),
+                                r.json().get("model_version", "") if r.status_code == 200 else r.text))
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(3)
+            before = len(answers)
+            assert len({pid for _, pid, _ in answers[:before]}) == 2  # both workers answer
+            r = httpx.post(f"{base}/admin/reload", json={"model": "simtier"}, timeout=60,
+                           headers={"Authorization": f"Bearer {token[cfg.serving.token_env]}"})
+            assert r.status_code == 200, r.text
+            assert r.json()["model_version"] == versions["simtier"] and "workers" in r.json()
+            old_pids = {pid for _, pid, _ in answers[:before]}
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:  # until two replacement workers serve the new model
+                recent = answers[-20:]
+                pids = {pid for _, pid, _ in recent}
+                if len(answers) > before + 20 and {v for _, _, v in recent} == {versions["simtier"]} \
+                        and len(pids) == 2 and not pids & old_pids:
+                    break
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+    assert all(status == 200 for status, _, _ in answers), [a for a in answers if a[0] != 200][:3]
+    assert {v for _, _, v in answers[-20:]} == {versions["simtier"]}
+    assert not old_pids & {pid for _, pid, _ in answers[-20:]}  # every worker was replaced
