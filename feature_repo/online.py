@@ -57,12 +57,10 @@ class UserRow:
 
     Attributes:
         item_ids: ``(L,)`` int64 history item ids, newest first (empty for an unknown user).
-        flat: the raw ``hist_emb_flat`` (``L * d`` floats), or None for an unknown user.
         history: ``(L', d)`` float32 decoded history vectors (:func:`history_matrix` of ``flat``).
     """
 
     item_ids: np.ndarray
-    flat: Any
     history: np.ndarray
 
 
@@ -198,8 +196,7 @@ class OnlineFeatureReader:
         """One read of the user's ``user_behavior`` row (an unknown user has an empty history)."""
         row = self._online_read(USER_VIEW, "user_id", [int(user_id)], USER_FEATURES)
         ids, flat = row["hist_item_ids"][0], row["hist_emb_flat"][0]
-        return UserRow(np.asarray(ids if ids is not None else (), dtype=np.int64), flat,
-                       history_matrix(flat, self.dim))
+        return UserRow(np.asarray(ids if ids is not None else (), dtype=np.int64), history_matrix(flat, self.dim))
 
     def read_items(self, item_ids: Sequence[int]) -> dict[str, list[Any]]:
         """The candidates' ``item_embeddings`` rows (request order; None = missing): cache, then one read."""

@@ -50,6 +50,13 @@ def log_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "logs"
 
 
+def write_json_atomic(path: Path, doc: object, indent: int | None = None) -> None:
+    """Replace ``path`` with ``doc`` as JSON; a reader sees the old file or the new one, never half."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=indent))
+    os.replace(tmp, path)
+
+
 def pid_alive(pid: int) -> bool:
     """True when a process with this pid exists and is not a zombie."""
     try:

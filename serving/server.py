@@ -24,7 +24,6 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import torch
 import uvicorn
@@ -33,6 +32,7 @@ from fastapi import FastAPI
 
 from infra.config import MmadsConfig, load_config
 from infra.errors import MmadsError
+from infra.processes import write_json_atomic
 from infra.redact import redact_logs
 from serving.app import create_app
 from serving.ranker_service import RankingService
@@ -98,20 +98,19 @@ def serve(run_dir: Path, cfg: MmadsConfig, host: str | None = None, port: int | 
     logger.info("serving %s on http://%s:%d", app.state.service.served.model_version, host, port)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=10, lifespan="off")
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's own handlers
-        redact_logs(logging.getLogger(name))
+    _redact_logs()
     uvicorn.Server(config).run()
+
+
+def _redact_logs() -> None:
+    """Mask secrets in the root logger's and uvicorn's own handlers (uvicorn installs its own)."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        redact_logs(logging.getLogger(name))
 
 
 def pointer_path(cfg: MmadsConfig, port: int) -> Path:
     """The file that names the run the workers on ``port`` serve."""
     return Path(cfg.state_dir) / "serving" / f"served-{port}.json"
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
 
 
 def _serve_workers(run_dir: Path, cfg: MmadsConfig, host: str, port: int, model: str | None, log_level: str,
@@ -125,8 +124,9 @@ def _serve_workers(run_dir: Path, cfg: MmadsConfig, host: str, port: int, model:
     pointer.parent.mkdir(parents=True, exist_ok=True)
     config_file = pointer.with_name(f"config-{port}.yaml")
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))  # overrides applied; no secrets
-    _write_json(pointer, {"run_dir": str(Path(run_dir).resolve()), "model": model, "config": str(config_file),
-                          "host": host, "workers": workers})
+    doc = {"run_dir": str(Path(run_dir).resolve()), "model": model, "config": str(config_file), "host": host,
+           "workers": workers}
+    write_json_atomic(pointer, doc, indent=2)
     os.environ[POINTER_ENV] = str(pointer)
     logger.info("serving %s on http://%s:%d with %d workers", served.model_version, host, port, workers)
     uvicorn.run("serving.server:worker_app", factory=True, host=host, port=port, workers=workers,
@@ -140,14 +140,13 @@ def worker_app() -> FastAPI:
     doc = json.loads(pointer.read_text())
     cfg = load_config(doc["config"], env={})  # the parent's overrides are in the file; secrets in os.environ
     torch.set_num_threads(TORCH_THREADS)
-    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
-        redact_logs(logging.getLogger(name))
+    _redact_logs()
     app = create_app(Path(doc["run_dir"]), cfg, model=doc["model"], host=doc["host"])
     service: RankingService = app.state.service
 
     def roll_workers(run_dir: Path, model: str | None) -> None:
         """Point every worker at the model this one just loaded; uvicorn then replaces them one by one."""
-        _write_json(pointer, {**doc, "run_dir": str(Path(run_dir).resolve()), "model": model})
+        write_json_atomic(pointer, {**doc, "run_dir": str(Path(run_dir).resolve()), "model": model}, indent=2)
         os.kill(os.getppid(), signal.SIGHUP)
 
     service.after_reload = roll_workers

@@ -24,7 +24,7 @@ import pandas as pd
 
 from infra.config import MmadsConfig
 from infra.errors import StackError
-from infra.processes import pid_alive
+from infra.processes import pid_alive, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +104,7 @@ class StatsWriter:
         """Replace the stats file with the current counters."""
         doc = {k: v for k, v in asdict(self.stats).items() if k != "batch_ms"}
         doc.update(topic=self.topic, pid=os.getpid(), updated_at=time.time())
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, doc)
 
 
 def read_stats(cfg: MmadsConfig) -> list[dict[str, object]]:
