@@ -1,12 +1,13 @@
 """The item indexer (``mmads stream items``): items topic -> encoder -> Milvus + Feast, then commit.
 
 Per micro-batch: validate (bad ones are dead-lettered), keep the last event per item id, encode
-with the current model, upsert Milvus (with ``model_version``), write the Feast ``item_embeddings``
-online rows, and buffer the offline rows. At a commit point (``offline_flush_rows`` rows or
-``offline_flush_s`` seconds) Milvus is flushed and the offline rows appended as one part file, and
-only then are the offsets committed. A crash re-delivers at most the uncommitted tail, and
-re-delivery is harmless: Milvus and Feast online are upserts by id, and an offline duplicate has
-the same item, vector and ``created_at`` (readers keep the latest ``event_timestamp``).
+with the current model, write the Feast ``item_embeddings`` online rows, then upsert Milvus (with
+``model_version``; second, so anything the ANN search returns has its features), and buffer the
+offline rows. At a commit point (``offline_flush_rows`` rows or ``offline_flush_s`` seconds) Milvus
+is flushed and the offline rows appended as one part file, and only then are the offsets committed.
+A crash re-delivers at most the uncommitted tail, and re-delivery is harmless: Milvus and Feast
+online are upserts by id, and an offline duplicate has the same item, vector and ``created_at``
+(readers keep the latest ``event_timestamp``).
 
 Freshness: for every written item the Kafka message timestamp and the time both online writes
 finished are logged (:mod:`streaming.stats`), i.e. produced -> searchable in Milvus and readable
@@ -95,8 +96,6 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
     """
     vectors = encoder.encode_items(items, image_root)
     created_ms = (pd.to_datetime(items["created_at"], utc=True).astype("int64") // 1_000_000).to_numpy()
-    milvus.upsert(items["item_id"].to_numpy(np.int64), vectors, items["category"].tolist(), created_ms,
-                  encoder.version)
     rows = pd.DataFrame({
         "item_id": items["item_id"].to_numpy(np.int64), "emb": list(vectors),
         "category": items["category"].astype(str).to_numpy(),
@@ -106,7 +105,11 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
     # point-in-time retrieval for an impression after created_at sees it (as when built from files).
     rows["created_at"] = pd.to_datetime(rows["created_at"], utc=True)
     rows["event_timestamp"] = rows["created_at"]
+    # Feast online first, Milvus second: an item the ANN search can return always has its features
+    # (the other order let /recommend briefly return a new item with a missing embedding).
     feast_call("write item_embeddings online", lambda: write_online_items(store, rows))
+    milvus.upsert(items["item_id"].to_numpy(np.int64), vectors, items["category"].tolist(), created_ms,
+                  encoder.version)
     return rows
 
 

@@ -164,11 +164,16 @@ def test_later_behavior_never_changes_features(tmp_path, data):
     assert not a[~before.to_numpy()].equals(b[~before.to_numpy()])  # the extra events do count later
 
 
-def _replay_and_compare(cfg: MmadsConfig, store, data, training_df: pd.DataFrame) -> float:
-    """Stream behaviors through the step into the online store; at each impression, read online."""
+def _write_items_online(store, data) -> None:
+    """Every item's ``item_embeddings`` row, written online (as the indexer would)."""
     items = data["vectors"].merge(data["items"], on="item_id")
     items["event_timestamp"] = items["created_at"]
     write_online_items(store, items)
+
+
+def _replay_and_compare(cfg: MmadsConfig, store, data, training_df: pd.DataFrame) -> float:
+    """Stream behaviors through the step into the online store; at each impression, read online."""
+    _write_items_online(store, data)
     vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
     reader = OnlineFeatureReader(store, cfg)
     beh = data["behaviors"].sort_values("ts").reset_index(drop=True)
@@ -248,6 +253,7 @@ def test_fast_online_write_reads_back_like_feasts_own_write(repo):
 
 def test_item_cache_serves_the_same_rows_and_expires(repo, data):
     cfg, store = repo
+    _write_items_online(store, data)  # the test must not depend on another having written them
     plain = OnlineFeatureReader(store, cfg)
     now = [0.0]
     cache = ItemRowCache(ttl_s=30.0, max_items=10, clock=lambda: now[0])
