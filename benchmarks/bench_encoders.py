@@ -2,11 +2,14 @@
 
 Setup as in issue 4: batch 64, 2 torch threads, EfficientNet in channels_last. Items are synthetic
 (word-list titles, textured PNGs written at the input size, so decoding is included but resizing
-is not). Each rate is the median of several repeats after one warm-up pass.
+is not). Each rate is the median of several repeats after one warm-up pass. The encoders run at
+the configured backbone precision (``model.scl.backbone_precision``, bf16 by default); the bare
+backbones are measured at that precision and, as the baseline, in float32 in the same run.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import tempfile
 import time
@@ -79,7 +82,9 @@ def run(quick: bool) -> dict[str, Any]:
     Returns:
         ``encode_items_per_s_text``, ``encode_items_per_s_text_image_64``,
         ``encode_items_per_s_text_image_128``, ``train_pairs_per_s``, ``backbone_images_per_s_64``,
-        ``backbone_texts_per_s`` and the setup (items, repeats, threads).
+        ``backbone_texts_per_s`` (at the configured precision), the same backbone rates in
+        float32 (``..._float32``, when the precision is not float32) and at 128 px, and the setup
+        (items, repeats, threads, backbone_precision).
     """
     torch.set_num_threads(2)
     n, repeats = (128, 2) if quick else (512, 3)
@@ -95,12 +100,18 @@ def run(quick: bool) -> dict[str, Any]:
             items = _items(rng, n, root, size)
             sized = pretrained_encoder(cfg.with_overrides(model={"scl": {"image_size": size}}), use_images=True)
             out[f"encode_items_per_s_text_image_{size}"] = _rate(n, _encode_call(sized, items, root), repeats)
-        images = torch.rand(n, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-        ib = image_backbone(64)
-        out["backbone_images_per_s_64"] = _rate(n, lambda: ib.encode(images, BATCH), repeats)
+        precision = cfg.model.scl.backbone_precision
+        out["backbone_precision"] = precision
         tb = text_backbone(cfg.model.scl.text_max_tokens)
         titles = text_items["title"].tolist()
-        out["backbone_texts_per_s"] = _rate(n, lambda: tb.encode(titles, BATCH), repeats)
+        for prec, suffix in ((precision, ""), ("float32", "_float32")):
+            if suffix and precision == "float32":
+                break
+            for size in (64, 128):
+                images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+                out[f"backbone_images_per_s_{size}{suffix}"] = _rate(
+                    n, functools.partial(image_backbone(size).encode, images, BATCH, prec), repeats)
+            out[f"backbone_texts_per_s{suffix}"] = _rate(n, functools.partial(tb.encode, titles, BATCH, prec), repeats)
         out["train_pairs_per_s"] = _train_rate(2_048 if quick else 10_240, 4_000, root)
     _print_table(out)
     return out
@@ -108,7 +119,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 def _print_table(out: dict[str, Any]) -> None:
     print(f"encoders benchmark ({out['items']} items, batch {out['batch_size']}, {out['threads']} threads, "
-          f"median of {out['repeats']})")
+          f"median of {out['repeats']}, backbones in {out['backbone_precision']})")
     for key, value in out.items():
         if "_per_s" in key:
             print(f"  {key:<36} {value:>10.1f}")

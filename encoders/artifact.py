@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from encoders.backbones import IMAGE_BACKBONE, TEXT_BACKBONE
+from encoders.backbones import IMAGE_BACKBONE, PRECISIONS, TEXT_BACKBONE
 from infra.errors import ModelArtifactError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class EncoderSpec:
         kind: ``"pretrained"`` (frozen backbones + seeded projection) or ``"scl"``.
         variant: the SCL variant trained (None for pretrained).
         text_backbone, image_backbone: names of the frozen backbones (image None without images).
+        backbone_precision: ``"float32"`` or ``"bfloat16"``, how the backbones run
+            (:mod:`encoders.backbones`); artifacts written before it existed are float32.
     """
 
     dim: int
@@ -55,18 +57,26 @@ class EncoderSpec:
     variant: str | None = None
     text_backbone: str = TEXT_BACKBONE
     image_backbone: str | None = IMAGE_BACKBONE
+    backbone_precision: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return dataclasses.asdict(self)
+        """JSON-ready fields (float32 precision is left out, so older artifacts keep their version)."""
+        out = dataclasses.asdict(self)
+        if out["backbone_precision"] == "float32":
+            del out["backbone_precision"]
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> EncoderSpec:
         """Parse from :meth:`to_dict` output; raises ModelArtifactError on bad fields."""
         try:
-            return cls(**raw)
+            spec = cls(**raw)
         except TypeError as exc:
             raise ModelArtifactError(f"bad encoder spec in {CONFIG_FILE}: {exc}") from None
+        if spec.backbone_precision not in PRECISIONS:
+            raise ModelArtifactError(f"bad encoder spec in {CONFIG_FILE}: backbone_precision "
+                                     f"{spec.backbone_precision!r} is not one of {PRECISIONS}")
+        return spec
 
 
 def compute_version(spec: EncoderSpec, state: dict[str, torch.Tensor]) -> str:

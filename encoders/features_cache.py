@@ -86,6 +86,7 @@ def compute_features(
     *,
     max_tokens: int,
     image_size: int | None,
+    precision: str = "float32",
     batch_size: int = 64,
     progress: bool = False,
     desc: str = "features",
@@ -98,6 +99,7 @@ def compute_features(
         names: n row names for warnings about unreadable images.
         max_tokens: MiniLM truncation length.
         image_size: image input size, or None to skip the image tower entirely.
+        precision: backbone precision, ``"float32"`` or ``"bfloat16"`` (:mod:`encoders.backbones`).
         batch_size: backbone batch size.
         progress: show a tqdm bar.
         desc: the bar's label.
@@ -114,11 +116,11 @@ def compute_features(
     with tqdm(total=n, desc=desc, unit="row", disable=not progress) as bar:
         for start in range(0, n, CHUNK):
             stop = min(start + CHUNK, n)
-            text[start:stop] = tb.encode(texts[start:stop], batch_size)
+            text[start:stop] = tb.encode(texts[start:stop], batch_size, precision)
             if ib is not None and image_size is not None:
                 imgs, ok = load_images(paths[start:stop], names[start:stop], image_size)
                 if ok.any():
-                    image[start:stop][ok] = ib.encode(imgs, batch_size)
+                    image[start:stop][ok] = ib.encode(imgs, batch_size, precision)
                 has_image[start:stop] = ok
             bar.update(stop - start)
     return Features(text, image, has_image)
@@ -126,33 +128,36 @@ def compute_features(
 
 def item_features(
     items: pd.DataFrame, image_root: Path | None, *, max_tokens: int, image_size: int | None,
-    batch_size: int = 64, progress: bool = False,
+    precision: str = "float32", batch_size: int = 64, progress: bool = False,
 ) -> Features:
     """Backbone features of an items frame (columns item_id, title, category, image_path)."""
     paths = resolve_paths(items["image_path"].tolist() if "image_path" in items else [None] * len(items), image_root)
     names = [f"item {i}" for i in items["item_id"].tolist()]
     return compute_features(item_texts(items), paths, names, max_tokens=max_tokens, image_size=image_size,
-                            batch_size=batch_size, progress=progress, desc="item features")
+                            precision=precision, batch_size=batch_size, progress=progress, desc="item features")
 
 
 def query_features(
     queries: pd.DataFrame, image_root: Path | None, *, max_tokens: int, image_size: int | None,
-    batch_size: int = 64, progress: bool = False,
+    precision: str = "float32", batch_size: int = 64, progress: bool = False,
 ) -> Features:
     """Backbone features of a queries frame (columns query_text, query_image_path)."""
     texts = ["" if _is_missing(t) else str(t) for t in queries["query_text"].tolist()]
     col = queries["query_image_path"].tolist() if "query_image_path" in queries else [None] * len(queries)
     names = [f"query row {i}" for i in range(len(queries))]
     return compute_features(texts, resolve_paths(col, image_root), names, max_tokens=max_tokens,
-                            image_size=image_size, batch_size=batch_size, progress=progress,
-                            desc="query features")
+                            image_size=image_size, precision=precision, batch_size=batch_size,
+                            progress=progress, desc="query features")
 
 
 def cache_key(kind: str, frame: pd.DataFrame, columns: Sequence[str], *, max_tokens: int,
-              image_size: int | None) -> str:
+              image_size: int | None, precision: str = "float32") -> str:
     """A hash of the rows' inputs and the backbone settings (what the features depend on)."""
     h = hashlib.sha256()
-    h.update(json.dumps([kind, TEXT_BACKBONE, IMAGE_BACKBONE, max_tokens, image_size]).encode())
+    settings: list[object] = [kind, TEXT_BACKBONE, IMAGE_BACKBONE, max_tokens, image_size]
+    if precision != "float32":  # float32 keys stay as they were before precision existed
+        settings.append(precision)
+    h.update(json.dumps(settings).encode())
     for col in columns:
         values = frame[col].tolist() if col in frame else []
         h.update(json.dumps([None if _is_missing(v) else str(v) for v in values]).encode())

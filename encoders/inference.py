@@ -121,7 +121,8 @@ class ItemEncoder:
         """
         _require(items, ITEM_COLUMNS, "items")
         feats = item_features(items, image_root, max_tokens=self.spec.text_max_tokens,
-                              image_size=self._image_size, batch_size=batch_size)
+                              image_size=self._image_size, precision=self.spec.backbone_precision,
+                              batch_size=batch_size)
         return self.encode_features(feats)
 
     def encode_queries(self, queries: pd.DataFrame, image_root: Path | None = None,
@@ -136,7 +137,8 @@ class ItemEncoder:
         """
         _require(queries, QUERY_COLUMNS, "queries")
         feats = query_features(queries, image_root, max_tokens=self.spec.text_max_tokens,
-                               image_size=self._image_size, batch_size=batch_size)
+                               image_size=self._image_size, precision=self.spec.backbone_precision,
+                               batch_size=batch_size)
         return self.encode_features(feats)
 
 
@@ -159,6 +161,7 @@ def pretrained_encoder(cfg: MmadsConfig, *, seed: int = 0, use_images: bool = Tr
     """
     spec = EncoderSpec(dim=cfg.model.dim, hidden=0, uses_images=use_images, fusion=cfg.model.scl.fusion,
                        image_size=cfg.model.scl.image_size, text_max_tokens=cfg.model.scl.text_max_tokens,
-                       kind="pretrained", image_backbone=None if not use_images else EncoderSpec.image_backbone)
+                       kind="pretrained", image_backbone=None if not use_images else EncoderSpec.image_backbone,
+                       backbone_precision=cfg.model.scl.backbone_precision)
     enc = random_projection_(FusionEncoder(spec.dim, 0, use_images, cfg.model.scl.fusion), seed)
     return ItemEncoder(spec, enc, compute_version(spec, enc.state_dict()), {"seed": seed})

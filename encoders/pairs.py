@@ -62,14 +62,15 @@ def dataset_features(dataset: Dataset, cfg: MmadsConfig, cache_dir: Path, *,
     """
     scl = cfg.model.scl
     size = scl.image_size if dataset.has_images else None
+    mt, prec = scl.text_max_tokens, scl.backbone_precision
     ikey = cache_key("items", dataset.items, ["item_id", "title", "category", "image_path"],
-                     max_tokens=scl.text_max_tokens, image_size=size)
+                     max_tokens=mt, image_size=size, precision=prec)
     qkey = cache_key("queries", dataset.queries, ["query_text", "query_image_path"],
-                     max_tokens=scl.text_max_tokens, image_size=size)
+                     max_tokens=mt, image_size=size, precision=prec)
     items = cached(cache_dir / "items.npz", ikey, lambda: item_features(
-        dataset.items, dataset.root, max_tokens=scl.text_max_tokens, image_size=size, progress=progress))
+        dataset.items, dataset.root, max_tokens=mt, image_size=size, precision=prec, progress=progress))
     queries = cached(cache_dir / "queries.npz", qkey, lambda: query_features(
-        dataset.queries, dataset.root, max_tokens=scl.text_max_tokens, image_size=size, progress=progress))
+        dataset.queries, dataset.root, max_tokens=mt, image_size=size, precision=prec, progress=progress))
     return items, queries
 
 

@@ -181,7 +181,8 @@ def fit_scl(pairs: PairData, cfg: MmadsConfig, out_dir: Path, *, variant: str, u
             _save_checkpoint(out_dir, epoch, model, optim, variant, history)
     spec = EncoderSpec(dim=cfg.model.dim, hidden=HEAD_HIDDEN, uses_images=use_images, fusion=scl.fusion,
                        image_size=scl.image_size, text_max_tokens=scl.text_max_tokens, kind="scl",
-                       variant=variant, image_backbone=EncoderSpec.image_backbone if use_images else None)
+                       variant=variant, image_backbone=EncoderSpec.image_backbone if use_images else None,
+                       backbone_precision=scl.backbone_precision)
     meta = {**(metadata or {}), "n_pairs": len(pairs), "queue_size": model.queue.size,
             "temperature": float(model.log_temp.exp()), "history": history}
     encoder = ItemEncoder.from_state(spec, model.encoder.state_dict(), meta)

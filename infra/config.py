@@ -142,6 +142,7 @@ class SCLConfig(_Section):
     lr: float = Field(default=5e-4, gt=0)
     trainable_text_layers: int = Field(default=0, ge=0, le=6)
     fusion: Literal["mean", "concat"] = "mean"
+    backbone_precision: Literal["bfloat16", "float32"] = "bfloat16"
 
 
 class CTRConfig(_Section):

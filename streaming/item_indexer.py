@@ -64,7 +64,7 @@ def warm_up(encoder: Any) -> None:
     if size:  # the image backbone freezes its graph on its first batch (~2 s): not on a real item
         from encoders.backbones import image_backbone
 
-        image_backbone(size).encode(torch.zeros((1, 3, size, size)))
+        image_backbone(size).encode(torch.zeros((1, 3, size, size)), precision=encoder.spec.backbone_precision)
     logger.info("encoder %s ready in %.1fs", encoder.version, time.perf_counter() - started)
 
 

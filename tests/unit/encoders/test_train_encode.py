@@ -140,3 +140,37 @@ def test_item_features_without_image_column():
 def test_trainable_text_layers_are_refused(tiny_dataset: Dataset, tmp_path: Path):
     with pytest.raises(ConfigError, match="trainable_text_layers"):
         train_scl(tiny_dataset, small_config(trainable_text_layers=1), tmp_path, progress=False)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_bf16_backbones_agree_with_fp32_and_are_deterministic(tiny_dataset: Dataset):
+    items = tiny_dataset.items.head(40)
+    feats = {p: item_features(items, tiny_dataset.root, max_tokens=16, image_size=32, precision=p)
+             for p in ("float32", "bfloat16")}
+    again = item_features(items, tiny_dataset.root, max_tokens=16, image_size=32, precision="bfloat16")
+    np.testing.assert_array_equal(feats["bfloat16"].text, again.text)
+    np.testing.assert_array_equal(feats["bfloat16"].image, again.image)
+    assert not np.array_equal(feats["bfloat16"].text, feats["float32"].text)  # bf16 really ran
+    assert _cosines(feats["bfloat16"].text, feats["float32"].text).min() > 0.999
+    assert _cosines(feats["bfloat16"].image, feats["float32"].image).min() > 0.97
+    with pytest.raises(ValueError, match="unknown backbone precision"):
+        item_features(items, None, max_tokens=8, image_size=None, precision="float16")
+
+
+def test_backbone_precision_is_part_of_the_model(tmp_path: Path):
+    bf16 = pretrained_encoder(small_config(backbone_precision="bfloat16"), seed=1)
+    fp32 = pretrained_encoder(small_config(backbone_precision="float32"), seed=1)
+    assert bf16.spec.backbone_precision == "bfloat16" and bf16.version != fp32.version
+    bf16.save(tmp_path / "bf16")
+    assert ItemEncoder.load(tmp_path / "bf16").spec.backbone_precision == "bfloat16"
+    # an artifact written before the field existed has no key: it loads as float32, same version
+    fp32.save(tmp_path / "fp32")
+    assert "backbone_precision" not in (tmp_path / "fp32" / "config.json").read_text()
+    assert ItemEncoder.load(tmp_path / "fp32").version == fp32.version
+    cfg_file = tmp_path / "bf16" / "config.json"
+    cfg_file.write_text(cfg_file.read_text().replace('"bfloat16"', '"float16"'))
+    with pytest.raises(ModelArtifactError, match="backbone_precision"):
+        ItemEncoder.load(tmp_path / "bf16")
