@@ -174,3 +174,21 @@ def test_backbone_precision_is_part_of_the_model(tmp_path: Path):
     cfg_file.write_text(cfg_file.read_text().replace('"bfloat16"', '"float16"'))
     with pytest.raises(ModelArtifactError, match="backbone_precision"):
         ItemEncoder.load(tmp_path / "bf16")
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_frozen_text_graph_matches_eager_bert_for_any_batch_and_length(precision: str):
+    import torch
+
+    from encoders.backbones import _MeanPooled, autocast, text_backbone
+
+    tb = text_backbone(16)
+    texts = ["", "lamp", "a very long title about a red leather vintage backpack for long trips abroad", "mug"]
+    frozen = tb.encode(texts, batch_size=3, precision=precision)  # batches of 3 and 1, two lengths
+    eager = _MeanPooled(tb.model)
+    with torch.inference_mode(), autocast(precision):
+        for i, text in enumerate(texts):
+            enc = tb.tokenizer.encode_batch([text])
+            ids, mask = torch.tensor([enc[0].ids]), torch.tensor([enc[0].attention_mask])
+            np.testing.assert_allclose(frozen[i], eager(ids, mask).numpy()[0], rtol=0.02, atol=0.02)
+    assert not isinstance(tb._frozen[precision], _MeanPooled)  # the frozen graph was used, not the fallback
