@@ -234,7 +234,7 @@ class OnlineFeatureReader:
         items = self.read_items(ids.tolist())
         target = target_matrix(items["emb"], self.dim)
         return self._assemble(user_id, ids, row.item_ids, items, simtier(target, row.history, None, self.n_tiers),
-                              hist_emb=row.history)
+                              hist_emb=row.history, target=target)
 
     def read_via_odfv(self, user_id: int, item_ids: Sequence[int]) -> OnlineFeatures:
         """Reference path: Feast's ``get_online_features`` through the ``ctr_serving`` service.
@@ -256,7 +256,7 @@ class OnlineFeatureReader:
 
     def _assemble(
         self, user_id: int, ids: np.ndarray, hist: Any, items: dict[str, list[Any]], sim: np.ndarray,
-        hist_emb: np.ndarray | None = None,
+        hist_emb: np.ndarray | None = None, target: np.ndarray | None = None,
     ) -> OnlineFeatures:
         emb_rows = items.get("emb", [None] * len(ids))
         has_emb = np.array([e is not None and len(e) == self.dim for e in emb_rows], dtype=bool)
@@ -264,7 +264,7 @@ class OnlineFeatureReader:
             user_id=int(user_id),
             item_ids=ids,
             hist_item_ids=np.asarray(hist if hist is not None else [], dtype=np.int64),
-            item_emb=target_matrix(emb_rows, self.dim),
+            item_emb=target if target is not None else target_matrix(emb_rows, self.dim),
             has_emb=has_emb,
             category=list(items.get("category", [None] * len(ids))),
             item_created_at=list(items.get("created_at", [None] * len(ids))),

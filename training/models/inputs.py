@@ -198,8 +198,11 @@ class CTRInputs:
 
     Attributes:
         user, item, category: dense ids, (R,) int64.
-        hist_items: dense history item ids, newest first, 0-padded, (R, N) int64.
-        hist_vec_idx: rows of ``vectors`` for the history items (0 = none/padding), (R, N) int64.
+        hist_items: dense history item ids, newest first, 0-padded, (R, N) int64; or (1, N), one
+            history shared by every row (the service: one user, many candidates), which the
+            attention layers then compute once instead of R times.
+        hist_vec_idx: rows of ``vectors`` for the history items (0 = none/padding), shaped like
+            ``hist_items``.
         target_vec: L2-normalised target item vector (zeros when missing), (R, d) float32.
         has_emb: whether the target has a vector, (R,) bool.
         simtier: ``tier_0..tier_{T-1}, hist_len, sim_max, sim_mean``, (R, T + 3) float32.
@@ -222,14 +225,21 @@ class CTRInputs:
         return int(self.user.shape[0])
 
     def select(self, idx: torch.Tensor | slice) -> CTRInputs:
-        """The rows ``idx`` (a slice or an index tensor); the vector table is shared."""
+        """The rows ``idx`` (a slice or an index tensor); the vector table (and a shared history) is shared."""
+        shared = self.shared_history
         return replace(
             self,
             user=self.user[idx], item=self.item[idx], category=self.category[idx],
-            hist_items=self.hist_items[idx], hist_vec_idx=self.hist_vec_idx[idx],
+            hist_items=self.hist_items if shared else self.hist_items[idx],
+            hist_vec_idx=self.hist_vec_idx if shared else self.hist_vec_idx[idx],
             target_vec=self.target_vec[idx], has_emb=self.has_emb[idx], simtier=self.simtier[idx],
             label=None if self.label is None else self.label[idx],
         )
+
+    @property
+    def shared_history(self) -> bool:
+        """True when one history row serves all rows (see ``hist_items``)."""
+        return int(self.hist_items.shape[0]) == 1 and len(self) != 1
 
     def hist_mask(self) -> torch.Tensor:
         """True at real (non-padding) history positions, (R, N) bool."""
@@ -314,7 +324,7 @@ def inputs_from_arrays(
         categories: (R,) category per row (None for unknown).
         has_emb: (R,) whether the target has a vector.
         item_emb: (R, d) raw target vectors (zeros when missing).
-        history: (R, N) raw history item ids, newest first, -1 padded.
+        history: (R, N) raw history item ids, newest first, -1 padded; or (1, N), shared by all rows.
         simtier: (R, T + 3) ``tier_*``, ``hist_len``, ``sim_max``, ``sim_mean`` (NaN counts as 0).
         lookup: item vectors for the history gather.
         vocab: the id vocabularies.

@@ -56,18 +56,40 @@ class TargetAttention(nn.Module):
 
         Args:
             query: (B, d) target.
-            keys: (B, N, d) behavior sequence (values are the keys).
-            mask: (B, N) bool, True at real positions.
+            keys: (B, N, d) behavior sequence (values are the keys), or (1, N, d) shared by all B.
+            mask: (B, N) bool, True at real positions (or (1, N) with shared keys).
 
         Returns:
             (B, d) pooled behaviors; zeros for rows with an empty sequence.
         """
+        if keys.shape[0] == 1 and query.shape[0] != 1:
+            return self._shared(query, keys[0], mask[0])
         # per-row key weights: K + diag(q) P, (B, d, hidden)
         w = self.k_proj.weight.t().unsqueeze(0) + query.unsqueeze(2) * self.qk_proj.weight.t().unsqueeze(0)
         h = torch.baddbmm(self.q_proj(query).unsqueeze(1), keys, w)  # (B, N, hidden)
+        return self._pool(h, keys, mask)
+
+    def _shared(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same attention when all B queries attend over one (N, d) sequence.
+
+        ``q (K + diag(q) P)`` per position becomes ``k K`` once plus ONE (B, d) x (d, N * hidden)
+        matmul against ``k_n,j P_j`` (no (B, N, d) gather of the keys, no per-row (d, hidden)
+        matrices): the service's case, one user and many candidates, at ~1/3 of the work.
+        """
+        n, d = keys.shape
+        hidden = self.k_proj.weight.shape[0]
+        per_key = keys.unsqueeze(2) * self.qk_proj.weight.t().unsqueeze(0)  # (N, d, hidden)
+        qk = (query @ per_key.transpose(0, 1).reshape(d, n * hidden)).view(-1, n, hidden)  # (B, N, hidden)
+        h = qk + self.k_proj(keys).unsqueeze(0) + self.q_proj(query).unsqueeze(1)
+        return self._pool(h, keys.unsqueeze(0), mask.unsqueeze(0))
+
+    def _pool(self, h: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Scores from the hidden layer ``h`` (B, N, hidden), masked softmax, weighted sum of keys."""
         logits = self.score(torch.relu(h)).squeeze(-1)  # (B, N)
         # a finite fill keeps all-masked rows NaN-free; multiplying by the mask zeroes them
         weights = torch.softmax(logits.masked_fill(~mask, -1e9), dim=-1) * mask
+        if keys.shape[0] == 1 and weights.shape[0] != 1:
+            return weights @ keys[0]  # (B, N) x (N, d)
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
 
 

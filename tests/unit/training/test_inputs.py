@@ -48,3 +48,27 @@ def test_vocab_save_load_roundtrip(tmp_path) -> None:
     back = IdVocab.load(tmp_path / "vocab.npz")
     assert back.users(np.array([5, 6])).tolist() == [3, OOV]
     assert back.categories == ("a", "b")
+
+
+def test_a_shared_history_scores_like_the_same_history_on_every_row() -> None:
+    import torch
+
+    from training.models.ctr import CTRModel, model_config, predict_logits
+    from training.models.inputs import inputs_from_arrays
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    vocab = IdVocab(user_ids=np.array([1]), item_ids=np.arange(10, 30), categories=("a", "b"))
+    lookup = ItemVectorLookup.from_arrays(np.arange(10, 30), rng.normal(size=(20, 4)).astype(np.float32))
+    model = CTRModel(model_config("simtier_make", vocab, id_dim=4, mlp_hidden=(8,), n_tiers=2, vec_dim=4))
+    b = 7
+    for hist in (np.array([12, 15, 99, 11]), np.array([-1])):  # with an unknown item; an empty history
+        common = dict(user_ids=np.ones(b, np.int64), item_ids=rng.integers(5, 35, b),
+                      categories=["a", "b", None] * 2 + ["a"], has_emb=rng.random(b) < 0.8,
+                      item_emb=rng.normal(size=(b, 4)).astype(np.float32),
+                      simtier=rng.random((b, 5)), lookup=lookup, vocab=vocab)
+        shared = inputs_from_arrays(history=hist.reshape(1, -1), **common)
+        repeated = inputs_from_arrays(history=np.tile(hist, (b, 1)), **common)
+        assert shared.shared_history and not repeated.shared_history
+        torch.testing.assert_close(predict_logits(model, shared), predict_logits(model, repeated), atol=1e-5, rtol=1e-5)
+        assert len(shared.select(torch.tensor([0, 3]))) == 2

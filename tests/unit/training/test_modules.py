@@ -37,6 +37,19 @@ def test_target_attention_ignores_padding_and_zeroes_empty_histories() -> None:
     assert all(torch.isfinite(p.grad).all() for p in att.parameters())
 
 
+def test_shared_keys_give_the_same_attention_as_repeated_keys() -> None:
+    torch.manual_seed(0)
+    att = TargetAttention(8, 16)
+    q, k = torch.randn(6, 8), torch.randn(1, 5, 8)
+    for mask in (torch.tensor([[1, 1, 1, 0, 0]]).bool(), torch.zeros(1, 5, dtype=torch.bool)):
+        shared = att(q, k, mask)
+        repeated = att(q, k.expand(6, 5, 8), mask.expand(6, 5))
+        torch.testing.assert_close(shared, repeated, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(shared, _naive_din(att, q, k.expand(6, 5, 8), mask.expand(6, 5)).nan_to_num(0.0),
+                                   atol=1e-5, rtol=1e-5)
+    assert torch.equal(shared, torch.zeros(6, 8))  # the all-padding history pools to zeros
+
+
 def test_simtier_tower_log1p_counts_times_weights() -> None:
     tower = SimTierTower(2)
     with torch.no_grad():
