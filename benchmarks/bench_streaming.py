@@ -104,7 +104,7 @@ def _wait_rows(cfg: MmadsConfig, job: str, n: int, since_ms: int, timeout_s: flo
         df = _written(cfg, job, keys, since_ms)
         if len(df) >= n or time.monotonic() > deadline:
             return df
-        time.sleep(0.25)
+        time.sleep(1.0)  # the rate comes from written_ms: polling often only takes CPU from the jobs
 
 
 def _items_phase(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool) -> dict[str, float]:
