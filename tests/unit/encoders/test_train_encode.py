@@ -156,6 +156,10 @@ def test_bf16_backbones_agree_with_fp32_and_are_deterministic(tiny_dataset: Data
     assert not np.array_equal(feats["bfloat16"].text, feats["float32"].text)  # bf16 really ran
     assert _cosines(feats["bfloat16"].text, feats["float32"].text).min() > 0.999
     assert _cosines(feats["bfloat16"].image, feats["float32"].image).min() > 0.97
+    from encoders.backbones import _Pooled, image_backbone
+
+    graphs = image_backbone(32)._frozen  # both precisions passed the frozen-vs-eager check
+    assert set(graphs) == {"float32", "bfloat16"} and not any(isinstance(g, _Pooled) for g in graphs.values())
     with pytest.raises(ValueError, match="unknown backbone precision"):
         item_features(items, None, max_tokens=8, image_size=None, precision="float16")
 
