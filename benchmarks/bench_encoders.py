@@ -104,9 +104,8 @@ def run(quick: bool) -> dict[str, Any]:
         out["backbone_precision"] = precision
         tb = text_backbone(cfg.model.scl.text_max_tokens)
         titles = text_items["title"].tolist()
-        for prec, suffix in ((precision, ""), ("float32", "_float32")):
-            if suffix and precision == "float32":
-                break
+        baseline = [("float32", "_float32")] if precision != "float32" else []
+        for prec, suffix in [(precision, ""), *baseline]:
             for size in (64, 128):
                 images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
                 out[f"backbone_images_per_s_{size}{suffix}"] = _rate(

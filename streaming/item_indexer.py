@@ -95,20 +95,18 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
         The ``item_embeddings`` rows written (item_id, emb, category, created_at, event_timestamp).
     """
     vectors = encoder.encode_items(items, image_root)
-    created_ms = (pd.to_datetime(items["created_at"], utc=True).astype("int64") // 1_000_000).to_numpy()
-    rows = pd.DataFrame({
-        "item_id": items["item_id"].to_numpy(np.int64), "emb": list(vectors),
-        "category": items["category"].astype(str).to_numpy(),
-        "created_at": pd.to_datetime(items["created_at"], utc=True).to_numpy(),
-    })
+    ids = items["item_id"].to_numpy(np.int64)
+    created = pd.to_datetime(items["created_at"], utc=True)
     # Event time, not processing time: the vector describes the item as announced at created_at, so
     # point-in-time retrieval for an impression after created_at sees it (as when built from files).
-    rows["created_at"] = pd.to_datetime(rows["created_at"], utc=True)
-    rows["event_timestamp"] = rows["created_at"]
+    rows = pd.DataFrame({
+        "item_id": ids, "emb": list(vectors), "category": items["category"].astype(str).to_numpy(),
+        "created_at": created.to_numpy(), "event_timestamp": created.to_numpy(),
+    })
     # Feast online first, Milvus second: an item the ANN search can return always has its features
     # (the other order let /recommend briefly return a new item with a missing embedding).
     feast_call("write item_embeddings online", lambda: write_online_items(store, rows))
-    milvus.upsert(items["item_id"].to_numpy(np.int64), vectors, items["category"].tolist(), created_ms,
+    milvus.upsert(ids, vectors, items["category"].tolist(), (created.astype("int64") // 1_000_000).to_numpy(),
                   encoder.version)
     return rows
 

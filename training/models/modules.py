@@ -67,7 +67,7 @@ class TargetAttention(nn.Module):
         # per-row key weights: K + diag(q) P, (B, d, hidden)
         w = self.k_proj.weight.t().unsqueeze(0) + query.unsqueeze(2) * self.qk_proj.weight.t().unsqueeze(0)
         h = torch.baddbmm(self.q_proj(query).unsqueeze(1), keys, w)  # (B, N, hidden)
-        return self._pool(h, keys, mask)
+        return torch.bmm(self._weights(h, mask).unsqueeze(1), keys).squeeze(1)
 
     def _shared(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The same attention when all B queries attend over one (N, d) sequence.
@@ -81,16 +81,16 @@ class TargetAttention(nn.Module):
         per_key = keys.unsqueeze(2) * self.qk_proj.weight.t().unsqueeze(0)  # (N, d, hidden)
         qk = (query @ per_key.transpose(0, 1).reshape(d, n * hidden)).view(-1, n, hidden)  # (B, N, hidden)
         h = qk + self.k_proj(keys).unsqueeze(0) + self.q_proj(query).unsqueeze(1)
-        return self._pool(h, keys.unsqueeze(0), mask.unsqueeze(0))
+        return self._weights(h, mask) @ keys  # (B, N) x (N, d)
 
-    def _pool(self, h: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Scores from the hidden layer ``h`` (B, N, hidden), masked softmax, weighted sum of keys."""
+    def _weights(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention weights (B, N) from the hidden layer ``h`` (B, N, hidden): masked softmax of the scores.
+
+        ``mask`` is (B, N), or (N,) for a shared sequence (it broadcasts).
+        """
         logits = self.score(torch.relu(h)).squeeze(-1)  # (B, N)
         # a finite fill keeps all-masked rows NaN-free; multiplying by the mask zeroes them
-        weights = torch.softmax(logits.masked_fill(~mask, -1e9), dim=-1) * mask
-        if keys.shape[0] == 1 and weights.shape[0] != 1:
-            return weights @ keys[0]  # (B, N) x (N, d)
-        return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+        return torch.softmax(logits.masked_fill(~mask, -1e9), dim=-1) * mask
 
 
 class SimTierTower(nn.Module):
