@@ -11,7 +11,8 @@ the GIL at ~110 requests/s here; two served 160). The served run is then a point
 (``<state_dir>/serving/served-<port>.json``) every worker loads at start. A reload
 (``POST /admin/reload`` to any worker, or SIGHUP to the parent) first loads and probes the new
 model in the worker that got it, then rewrites the pointer and has uvicorn replace the workers one
-by one, each new one serving before its predecessor retires, so no request fails. Each worker keeps
+by one, each new one serving before its predecessor retires, so no request fails (a retiring worker
+still answers the requests it has accepted: see :mod:`serving.draining`). Each worker keeps
 its own ``/metrics``; every response names its worker in the ``x-mmads-worker`` header.
 """
 
@@ -35,6 +36,7 @@ from infra.errors import MmadsError
 from infra.processes import write_json_atomic
 from infra.redact import redact_logs
 from serving.app import create_app
+from serving.draining import http_protocol
 from serving.ranker_service import RankingService
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ def serve(run_dir: Path, cfg: MmadsConfig, host: str | None = None, port: int | 
     install_sighup(app.state.service)
     logger.info("serving %s on http://%s:%d", app.state.service.served.model_version, host, port)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=10, lifespan="off")
+                            timeout_graceful_shutdown=10, lifespan="off", http=http_protocol())
     _redact_logs()
     uvicorn.Server(config).run()
 
@@ -131,7 +133,7 @@ def _serve_workers(run_dir: Path, cfg: MmadsConfig, host: str, port: int, model:
     logger.info("serving %s on http://%s:%d with %d workers", served.model_version, host, port, workers)
     uvicorn.run("serving.server:worker_app", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, access_log=False, timeout_graceful_shutdown=10, lifespan="off",
-                timeout_worker_healthcheck=WORKER_START_S)
+                timeout_worker_healthcheck=WORKER_START_S, http=http_protocol())
 
 
 def worker_app() -> FastAPI:
