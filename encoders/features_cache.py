@@ -1,7 +1,9 @@
 """Frozen-backbone features of items and queries, computed once and cached on disk.
 
 With frozen backbones, SCL trains only the projection heads, so the expensive part (MiniLM over
-every title and query, EfficientNet over every image) runs once per dataset. :func:`item_features`
+every title and query, EfficientNet over every image) runs once per dataset. With k trainable text
+layers, the text features are MiniLM's token states below them (float16), so only those k layers
+run per step. :func:`item_features`
 and :func:`query_features` compute a :class:`Features` table; :func:`cached` stores it as ``.npz``
 keyed by a hash of the inputs and the backbone settings, so a re-run or ``--resume`` reuses it.
 
@@ -22,7 +24,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from encoders.backbones import IMAGE_BACKBONE, IMAGE_DIM, TEXT_BACKBONE, image_backbone, load_images, text_backbone
+from encoders.backbones import (
+    IMAGE_BACKBONE,
+    IMAGE_DIM,
+    TEXT_BACKBONE,
+    TEXT_DIM,
+    image_backbone,
+    load_images,
+    text_backbone,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,22 +46,26 @@ class Features:
     """Backbone features of n rows (items or queries).
 
     Attributes:
-        text: ``(n, 384)`` MiniLM features.
+        text: ``(n, 384)`` pooled MiniLM features; or, for an encoder with trainable text layers,
+            ``(n, L, 384)`` float16 token states below them (see ``text_mask``).
         image: ``(n, 1280)`` EfficientNet features, zeros where ``has_image`` is False; ``(n, 0)``
             when the image tower is not used.
         has_image: ``(n,)`` bool, True where an image was read.
+        text_mask: ``(n, L)`` bool, the real tokens of ``text`` when it holds token states; else None.
     """
 
     text: np.ndarray
     image: np.ndarray
     has_image: np.ndarray
+    text_mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.text.shape[0])
 
     def take(self, rows: np.ndarray) -> Features:
         """The features of the given rows, in that order."""
-        return Features(self.text[rows], self.image[rows], self.has_image[rows])
+        mask = self.text_mask[rows] if self.text_mask is not None else None
+        return Features(self.text[rows], self.image[rows], self.has_image[rows], mask)
 
 
 def _is_missing(v: object) -> bool:
@@ -87,6 +101,7 @@ def compute_features(
     max_tokens: int,
     image_size: int | None,
     precision: str = "float32",
+    text_layers: int = 0,
     batch_size: int = 64,
     progress: bool = False,
     desc: str = "features",
@@ -100,6 +115,8 @@ def compute_features(
         max_tokens: MiniLM truncation length.
         image_size: image input size, or None to skip the image tower entirely.
         precision: backbone precision, ``"float32"`` or ``"bfloat16"`` (:mod:`encoders.backbones`).
+        text_layers: the encoder's trainable MiniLM layers k; with k > 0 the text features are the
+            token states below them (``text_mask`` set) instead of pooled features.
         batch_size: backbone batch size.
         progress: show a tqdm bar.
         desc: the bar's label.
@@ -108,55 +125,68 @@ def compute_features(
         The :class:`Features` of the n rows.
     """
     n = len(texts)
-    text = np.zeros((n, 384), dtype=np.float32)
+    tb = text_backbone(max_tokens)
+    frozen_layers = tb.model.config.num_hidden_layers - text_layers
+    text_mask = np.zeros((n, max_tokens), dtype=bool) if text_layers else None
+    text: np.ndarray = np.zeros((n, max_tokens, TEXT_DIM), dtype=np.float16) if text_layers else \
+        np.zeros((n, TEXT_DIM), dtype=np.float32)
     image = np.zeros((n, IMAGE_DIM if image_size is not None else 0), dtype=np.float32)
     has_image = np.zeros(n, dtype=bool)
-    tb = text_backbone(max_tokens)
     ib = image_backbone(image_size) if image_size is not None else None
     with tqdm(total=n, desc=desc, unit="row", disable=not progress) as bar:
         for start in range(0, n, CHUNK):
             stop = min(start + CHUNK, n)
-            text[start:stop] = tb.encode(texts[start:stop], batch_size, precision)
+            if text_mask is not None:
+                states, mask = tb.hidden_states(texts[start:stop], frozen_layers, batch_size, precision)
+                text[start:stop, :states.shape[1]], text_mask[start:stop, :mask.shape[1]] = states, mask
+            else:
+                text[start:stop] = tb.encode(texts[start:stop], batch_size, precision)
             if ib is not None and image_size is not None:
                 imgs, ok = load_images(paths[start:stop], names[start:stop], image_size)
                 if ok.any():
                     image[start:stop][ok] = ib.encode(imgs, batch_size, precision)
                 has_image[start:stop] = ok
             bar.update(stop - start)
-    return Features(text, image, has_image)
+    if text_mask is not None:  # keep only the columns some text uses
+        used = int(text_mask.sum(1).max()) if n else 0
+        text, text_mask = np.ascontiguousarray(text[:, :used]), np.ascontiguousarray(text_mask[:, :used])
+    return Features(text, image, has_image, text_mask)
 
 
 def item_features(
     items: pd.DataFrame, image_root: Path | None, *, max_tokens: int, image_size: int | None,
-    precision: str = "float32", batch_size: int = 64, progress: bool = False,
+    precision: str = "float32", text_layers: int = 0, batch_size: int = 64, progress: bool = False,
 ) -> Features:
     """Backbone features of an items frame (columns item_id, title, category, image_path)."""
     paths = resolve_paths(items["image_path"].tolist() if "image_path" in items else [None] * len(items), image_root)
     names = [f"item {i}" for i in items["item_id"].tolist()]
     return compute_features(item_texts(items), paths, names, max_tokens=max_tokens, image_size=image_size,
-                            precision=precision, batch_size=batch_size, progress=progress, desc="item features")
+                            precision=precision, text_layers=text_layers, batch_size=batch_size,
+                            progress=progress, desc="item features")
 
 
 def query_features(
     queries: pd.DataFrame, image_root: Path | None, *, max_tokens: int, image_size: int | None,
-    precision: str = "float32", batch_size: int = 64, progress: bool = False,
+    precision: str = "float32", text_layers: int = 0, batch_size: int = 64, progress: bool = False,
 ) -> Features:
     """Backbone features of a queries frame (columns query_text, query_image_path)."""
     texts = ["" if _is_missing(t) else str(t) for t in queries["query_text"].tolist()]
     col = queries["query_image_path"].tolist() if "query_image_path" in queries else [None] * len(queries)
     names = [f"query row {i}" for i in range(len(queries))]
     return compute_features(texts, resolve_paths(col, image_root), names, max_tokens=max_tokens,
-                            image_size=image_size, precision=precision, batch_size=batch_size,
-                            progress=progress, desc="query features")
+                            image_size=image_size, precision=precision, text_layers=text_layers,
+                            batch_size=batch_size, progress=progress, desc="query features")
 
 
 def cache_key(kind: str, frame: pd.DataFrame, columns: Sequence[str], *, max_tokens: int,
-              image_size: int | None, precision: str = "float32") -> str:
+              image_size: int | None, precision: str = "float32", text_layers: int = 0) -> str:
     """A hash of the rows' inputs and the backbone settings (what the features depend on)."""
     h = hashlib.sha256()
     settings: list[object] = [kind, TEXT_BACKBONE, IMAGE_BACKBONE, max_tokens, image_size]
     if precision != "float32":  # float32 keys stay as they were before precision existed
         settings.append(precision)
+    if text_layers:
+        settings.append(f"top{text_layers}")
     h.update(json.dumps(settings).encode())
     for col in columns:
         values = frame[col].tolist() if col in frame else []
@@ -193,7 +223,8 @@ def _from_disk(path: Path, key: str) -> Features | None:
             with np.load(path) as z:
                 if str(z["key"]) == key:
                     logger.info("reusing cached features %s", path)
-                    return Features(z["text"], z["image"], z["has_image"])
+                    mask = z["text_mask"] if "text_mask" in z.files else None
+                    return Features(z["text"], z["image"], z["has_image"], mask)
         except (OSError, KeyError, ValueError) as exc:
             logger.warning("feature cache %s is unreadable (%s); recomputing", path, exc)
     return None
@@ -202,5 +233,8 @@ def _from_disk(path: Path, key: str) -> Features | None:
 def _write(path: Path, key: str, feats: Features) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, key=np.array(key), text=feats.text, image=feats.image, has_image=feats.has_image)
+    arrays = {"key": np.array(key), "text": feats.text, "image": feats.image, "has_image": feats.has_image}
+    if feats.text_mask is not None:
+        arrays["text_mask"] = feats.text_mask
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(path)

@@ -56,7 +56,7 @@ class ItemEncoder:
     def from_state(cls, spec: EncoderSpec, state: dict[str, torch.Tensor],
                    metadata: dict[str, Any] | None = None) -> ItemEncoder:
         """Build from a spec and a :class:`FusionEncoder` state dict (version computed here)."""
-        enc = FusionEncoder(spec.dim, spec.hidden, spec.uses_images, spec.fusion)  # type: ignore[arg-type]
+        enc = _fusion_encoder(spec)
         enc.load_state_dict(state)
         return cls(spec, enc, compute_version(spec, enc.state_dict()), metadata)
 
@@ -68,7 +68,7 @@ class ItemEncoder:
             ModelArtifactError: the directory is missing, incomplete, or its weights do not match.
         """
         spec, state, version, metadata = load_artifact(Path(model_dir))
-        enc = FusionEncoder(spec.dim, spec.hidden, spec.uses_images, spec.fusion)  # type: ignore[arg-type]
+        enc = _fusion_encoder(spec)
         try:
             enc.load_state_dict(state)
         except RuntimeError as exc:
@@ -84,23 +84,26 @@ class ItemEncoder:
     def _image_size(self) -> int | None:
         return self.spec.image_size if self.uses_images else None
 
-    def encode_features(self, feats: Features, batch_size: int = 4096) -> np.ndarray:
+    def encode_features(self, feats: Features, batch_size: int | None = None) -> np.ndarray:
         """Project precomputed backbone features.
 
         Args:
             feats: n rows of backbone features (image features are ignored without an image tower).
-            batch_size: rows per forward pass.
+            batch_size: rows per forward pass (default 4096, or 256 through trainable text layers).
 
         Returns:
             ``(n, d)`` float32, L2-normalised.
         """
+        batch_size = batch_size or (256 if self.spec.trainable_text_layers else 4096)
         out = np.zeros((len(feats), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, len(feats), batch_size):
                 text = torch.from_numpy(feats.text[s:s + batch_size])
-                image = torch.from_numpy(feats.image[s:s + batch_size]) if self.uses_images else text[:, :0]
+                image = torch.from_numpy(feats.image[s:s + batch_size]) if self.uses_images else \
+                    torch.zeros((len(text), 0))
                 has = torch.from_numpy(feats.has_image[s:s + batch_size]) & self.uses_images
-                out[s:s + text.shape[0]] = self.encoder(text, image, has).numpy()
+                mask = torch.from_numpy(feats.text_mask[s:s + batch_size]) if feats.text_mask is not None else None
+                out[s:s + text.shape[0]] = self.encoder(text.float(), image, has, mask).numpy()
         return out
 
     def encode_items(self, items: pd.DataFrame, image_root: Path | None = None,
@@ -122,7 +125,7 @@ class ItemEncoder:
         _require(items, ITEM_COLUMNS, "items")
         feats = item_features(items, image_root, max_tokens=self.spec.text_max_tokens,
                               image_size=self._image_size, precision=self.spec.backbone_precision,
-                              batch_size=batch_size)
+                              text_layers=self.spec.trainable_text_layers, batch_size=batch_size)
         return self.encode_features(feats)
 
     def encode_queries(self, queries: pd.DataFrame, image_root: Path | None = None,
@@ -138,8 +141,13 @@ class ItemEncoder:
         _require(queries, QUERY_COLUMNS, "queries")
         feats = query_features(queries, image_root, max_tokens=self.spec.text_max_tokens,
                                image_size=self._image_size, precision=self.spec.backbone_precision,
-                               batch_size=batch_size)
+                               text_layers=self.spec.trainable_text_layers, batch_size=batch_size)
         return self.encode_features(feats)
+
+
+def _fusion_encoder(spec: EncoderSpec) -> FusionEncoder:
+    return FusionEncoder(spec.dim, spec.hidden, spec.uses_images, spec.fusion,  # type: ignore[arg-type]
+                         text_layers=spec.trainable_text_layers)
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:

@@ -10,7 +10,9 @@ Variants (see :data:`VARIANTS`):
   same-category item mined from the batch and the queue.
 
 Duplicates of a positive item (same item id in the batch or the queue) are masked as false
-negatives. The towers are shared by queries and items.
+negatives. The towers are shared by queries and items. With ``trainable_text_layers = k``, the
+encoder (and so the momentum encoder) holds MiniLM's top k layers, initialised from the published
+weights.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from encoders.backbones import text_backbone
 from encoders.losses import info_nce, triplet_margin
 from encoders.negatives import mine_same_category
 from encoders.queue import KeyQueue
@@ -33,11 +36,15 @@ VARIANTS = ("inbatch", "queue", "hard")
 
 @dataclass
 class TowerInput:
-    """Backbone features of B rows: text ``(B, 384)``, image ``(B, 1280)`` or ``(B, 0)``, has_image ``(B,)``."""
+    """Backbone features of B rows: text ``(B, 384)``, image ``(B, 1280)`` or ``(B, 0)``, has_image ``(B,)``.
+
+    With trainable text layers, text is ``(B, L, 384)`` token states and ``text_mask`` ``(B, L)``.
+    """
 
     text: torch.Tensor
     image: torch.Tensor
     has_image: torch.Tensor
+    text_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -77,7 +84,9 @@ class SCLModel(nn.Module):
         super().__init__()
         self.variant = variant
         self.scl = scl
-        self.encoder = FusionEncoder(dim, hidden, use_images, fusion)
+        self.encoder = FusionEncoder(dim, hidden, use_images, fusion, text_layers=scl.trainable_text_layers)
+        if self.encoder.text_top is not None:  # start from MiniLM's published top layers
+            self.encoder.text_top.load_pretrained_(text_backbone(scl.text_max_tokens))
         self.momentum_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.log_temp = nn.Parameter(torch.tensor(math.log(scl.temperature)),
                                      requires_grad=scl.learn_temperature)
@@ -86,7 +95,7 @@ class SCLModel(nn.Module):
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _encode(self, x: TowerInput) -> torch.Tensor:
-        return self.encoder(x.text, x.image, x.has_image)
+        return self.encoder(x.text, x.image, x.has_image, x.text_mask)
 
     def forward(self, batch: SCLBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one batch; call :meth:`end_step` after the optimiser step.
@@ -100,7 +109,8 @@ class SCLModel(nn.Module):
         queue_keys, queue_ids, queue_cats = self.queue.contents()
         if self.uses_queue:
             with torch.no_grad():
-                k_m = self.momentum_encoder(batch.item.text, batch.item.image, batch.item.has_image)
+                k_m = self.momentum_encoder(batch.item.text, batch.item.image, batch.item.has_image,
+                                            batch.item.text_mask)
             self._pending = (k_m, batch.item_ids, batch.cats)
         nce = info_nce(q, k, temp, key_ids=batch.item_ids,
                        queue=queue_keys if self.uses_queue else None, queue_ids=queue_ids)

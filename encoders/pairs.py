@@ -55,22 +55,26 @@ def dataset_features(dataset: Dataset, cfg: MmadsConfig, cache_dir: Path, *,
                      progress: bool = True) -> tuple[Features, Features]:
     """Backbone features of all items and all queries, cached under ``cache_dir``.
 
-    The image tower runs only when the dataset has images.
+    The image tower runs only when the dataset has images. With ``model.scl.trainable_text_layers``
+    k > 0 the text features are the token states below the top k layers.
 
     Returns:
         ``(item_features, query_features)`` in the frames' row order.
     """
     scl = cfg.model.scl
     size = scl.image_size if dataset.has_images else None
-    mt, prec = scl.text_max_tokens, scl.backbone_precision
+    mt, prec, top = scl.text_max_tokens, scl.backbone_precision, scl.trainable_text_layers
     ikey = cache_key("items", dataset.items, ["item_id", "title", "category", "image_path"],
-                     max_tokens=mt, image_size=size, precision=prec)
+                     max_tokens=mt, image_size=size, precision=prec, text_layers=top)
     qkey = cache_key("queries", dataset.queries, ["query_text", "query_image_path"],
-                     max_tokens=mt, image_size=size, precision=prec)
-    items = cached(cache_dir / "items.npz", ikey, lambda: item_features(
-        dataset.items, dataset.root, max_tokens=mt, image_size=size, precision=prec, progress=progress))
-    queries = cached(cache_dir / "queries.npz", qkey, lambda: query_features(
-        dataset.queries, dataset.root, max_tokens=mt, image_size=size, precision=prec, progress=progress))
+                     max_tokens=mt, image_size=size, precision=prec, text_layers=top)
+    suffix = f"_top{top}" if top else ""  # pooled and token-state features live side by side
+    items = cached(cache_dir / f"items{suffix}.npz", ikey, lambda: item_features(
+        dataset.items, dataset.root, max_tokens=mt, image_size=size, precision=prec, text_layers=top,
+        progress=progress))
+    queries = cached(cache_dir / f"queries{suffix}.npz", qkey, lambda: query_features(
+        dataset.queries, dataset.root, max_tokens=mt, image_size=size, precision=prec, text_layers=top,
+        progress=progress))
     return items, queries
 
 

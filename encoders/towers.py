@@ -7,7 +7,9 @@ text projection alone. ``fusion="concat"``: the two normalised projections (the 
 there is no image) are concatenated and mapped to d by a linear layer, then normalised.
 
 Queries and items go through the same :class:`FusionEncoder` (query text -> text head, query image
--> image head), as in the paper's SCL.
+-> image head), as in the paper's SCL. With ``text_layers = k > 0`` the encoder also holds MiniLM's
+top k layers (:class:`encoders.backbones.TextTop`), and its text input is the token states below
+them instead of the pooled features.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders.backbones import IMAGE_DIM, TEXT_DIM
+from encoders.backbones import IMAGE_DIM, TEXT_DIM, TextTop
 
 Fusion = Literal["mean", "concat"]
 
@@ -59,29 +61,44 @@ class FusionEncoder(nn.Module):
         hidden: MLP width of each head (0 = linear heads, as in the frozen baseline).
         use_images: build the image head; without it every vector is text-only.
         fusion: ``"mean"`` or ``"concat"`` (see the module docstring).
+        text_layers: k trainable MiniLM layers below the text head (0 = pooled frozen features).
     """
 
-    def __init__(self, dim: int, hidden: int = 0, use_images: bool = True, fusion: Fusion = "mean") -> None:
+    def __init__(self, dim: int, hidden: int = 0, use_images: bool = True, fusion: Fusion = "mean",
+                 text_layers: int = 0) -> None:
         super().__init__()
         self.dim = dim
         self.use_images = use_images
         self.fusion = fusion
+        self.text_top = TextTop(text_layers) if text_layers else None
         self.text_head = ProjectionHead(TEXT_DIM, dim, hidden)
         self.image_head = ProjectionHead(IMAGE_DIM, dim, hidden) if use_images else None
         self.fuse = nn.Linear(2 * dim, dim, bias=False) if use_images and fusion == "concat" else None
 
-    def forward(self, text: torch.Tensor, image: torch.Tensor, has_image: torch.Tensor) -> torch.Tensor:
+    def forward(self, text: torch.Tensor, image: torch.Tensor, has_image: torch.Tensor,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Fuse a batch.
 
         Args:
-            text: ``(B, 384)`` MiniLM features.
+            text: ``(B, 384)`` pooled MiniLM features, or with ``text_layers > 0`` the ``(B, L, 384)``
+                token states below the trainable layers.
             image: ``(B, 1280)`` EfficientNet features (any values where ``has_image`` is False),
                 or ``(B, 0)`` when the encoder has no image tower.
             has_image: ``(B,)`` bool.
+            text_mask: ``(B, L)`` bool, the real tokens of ``text`` (only with ``text_layers > 0``).
 
         Returns:
             ``(B, d)`` L2-normalised vectors.
+
+        Raises:
+            ValueError: token states without a mask, or pooled features given to an encoder with
+                trainable text layers (or the reverse).
         """
+        if (self.text_top is None) != (text.dim() == 2) or (self.text_top is not None and text_mask is None):
+            want = "(B, 384) pooled features" if self.text_top is None else "(B, L, 384) token states and a mask"
+            raise ValueError(f"this encoder takes {want}; got text of shape {tuple(text.shape)}")
+        if self.text_top is not None and text_mask is not None:
+            text = self.text_top(text, text_mask)
         t = F.normalize(self.text_head(text), dim=-1)
         if self.image_head is None or not bool(has_image.any()):
             if self.fuse is not None:

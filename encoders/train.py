@@ -1,8 +1,12 @@
 """SCL pre-training on cached frozen-backbone features.
 
-The backbones are frozen (``model.scl.trainable_text_layers = 0``), so their features are computed
-once (:mod:`encoders.features_cache`) and an epoch trains only the projection heads: seconds on two
-CPU cores. Training is seeded (weights from ``model.seed``, each epoch's order from the seed and the
+By default the backbones are frozen (``model.scl.trainable_text_layers = 0``), so their features are
+computed once (:mod:`encoders.features_cache`) and an epoch trains only the projection heads:
+seconds on two CPU cores. With ``trainable_text_layers = k`` (1..6), MiniLM's lowest ``6 - k``
+layers stay frozen and their token states are cached; the top k layers train with the heads, at
+``lr * TEXT_LAYERS_LR_SCALE`` (pre-trained weights want a gentler step than fresh heads), and each
+step runs them forward and backward, so an epoch costs roughly k times a frozen epoch's backbone
+pass. Training is seeded (weights from ``model.seed``, each epoch's order from the seed and the
 epoch number), writes ``checkpoints/epoch_NNN.pt`` after every epoch, and ``resume=True`` continues
 from the last one with the same result as an uninterrupted run.
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from encoders.artifact import EncoderSpec
+from encoders.features_cache import Features
 from encoders.inference import ItemEncoder
 from encoders.model import VARIANTS, SCLBatch, SCLModel, TowerInput
 from encoders.pairs import PairData, build_pairs, dataset_features, split_by_time
@@ -32,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 HEAD_HIDDEN = 256
 CHECKPOINT_DIR = "checkpoints"
+TEXT_LAYERS_LR_SCALE = 0.1
 
 
 def queue_size_for(configured: int, n_pairs: int, batch_size: int) -> int:
@@ -43,22 +50,34 @@ def queue_size_for(configured: int, n_pairs: int, batch_size: int) -> int:
     return max(0, min(configured, max(batch_size, n_pairs // 2)))
 
 
-def _tower(feats_text: torch.Tensor, feats_image: torch.Tensor, has: torch.Tensor,
-           rows: torch.Tensor) -> TowerInput:
-    return TowerInput(feats_text[rows], feats_image[rows], has[rows])
+@dataclass(frozen=True)
+class _Side:
+    """One side's features (items or queries) as tensors."""
+
+    text: torch.Tensor
+    image: torch.Tensor
+    has: torch.Tensor
+    mask: torch.Tensor | None
+
+    @classmethod
+    def of(cls, feats: Features, use_images: bool) -> _Side:
+        n = len(feats)
+        return cls(torch.from_numpy(feats.text),
+                   torch.from_numpy(feats.image) if use_images else torch.zeros((n, 0)),
+                   torch.from_numpy(feats.has_image) & use_images,
+                   torch.from_numpy(feats.text_mask) if feats.text_mask is not None else None)
+
+    def rows(self, rows: torch.Tensor) -> TowerInput:
+        mask = self.mask[rows] if self.mask is not None else None
+        return TowerInput(self.text[rows].float(), self.image[rows], self.has[rows], mask)
 
 
 class _Tensors:
     """The pair data as tensors, and batch assembly."""
 
     def __init__(self, pairs: PairData, use_images: bool) -> None:
-        it, qt = pairs.items, pairs.queries
-        self.i_text = torch.from_numpy(it.text)
-        self.i_image = torch.from_numpy(it.image) if use_images else self.i_text[:, :0]
-        self.i_has = torch.from_numpy(it.has_image) & use_images
-        self.q_text = torch.from_numpy(qt.text)
-        self.q_image = torch.from_numpy(qt.image) if use_images else self.q_text[:, :0]
-        self.q_has = torch.from_numpy(qt.has_image) & use_images
+        self.items = _Side.of(pairs.items, use_images)
+        self.queries = _Side.of(pairs.queries, use_images)
         self.ids = torch.from_numpy(pairs.item_ids)
         self.cats = torch.from_numpy(pairs.item_cats)
         self.pos = torch.from_numpy(pairs.pos_rows)
@@ -74,12 +93,8 @@ class _Tensors:
             pick = (torch.rand(len(idx), generator=gen) * n.clamp(min=1)).long()
             hard_rows = clicked.gather(1, pick.unsqueeze(1)).squeeze(1).clamp(min=0)
             hard_valid = n > 0
-        return SCLBatch(
-            query=_tower(self.q_text, self.q_image, self.q_has, idx),
-            item=_tower(self.i_text, self.i_image, self.i_has, pos),
-            item_ids=self.ids[pos], cats=self.cats[pos],
-            hard=_tower(self.i_text, self.i_image, self.i_has, hard_rows), hard_valid=hard_valid,
-        )
+        return SCLBatch(query=self.queries.rows(idx), item=self.items.rows(pos), item_ids=self.ids[pos],
+                        cats=self.cats[pos], hard=self.items.rows(hard_rows), hard_valid=hard_valid)
 
 
 def _latest_checkpoint(out_dir: Path) -> Path | None:
@@ -95,6 +110,8 @@ def _restore(model: SCLModel, optim: torch.optim.Optimizer, ckpt: Path, variant:
         model.load_state_dict(state["model"])
         model.queue.load_state_dict(state["queue"])
         optim.load_state_dict(state["optim"])
+        if "rng" in state:  # dropout in trainable text layers draws from the global generator
+            torch.set_rng_state(state["rng"])
     except (OSError, KeyError, RuntimeError, ValueError) as exc:
         raise ModelArtifactError(f"cannot resume from {ckpt}: {exc}") from None
     logger.info("resumed from %s (epoch %d done)", ckpt, state["epoch"])
@@ -107,7 +124,8 @@ def _save_checkpoint(out_dir: Path, epoch: int, model: SCLModel, optim: torch.op
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"epoch": epoch, "variant": variant, "model": model.state_dict(),
-                "queue": model.queue.state_dict(), "optim": optim.state_dict(), "history": history}, tmp)
+                "queue": model.queue.state_dict(), "optim": optim.state_dict(), "history": history,
+                "rng": torch.get_rng_state()}, tmp)
     tmp.replace(path)
 
 
@@ -130,6 +148,17 @@ def _run_epoch(model: SCLModel, optim: torch.optim.Optimizer, data: _Tensors, n:
     return total / max(steps, 1)
 
 
+def _param_groups(model: SCLModel, lr: float) -> list[dict[str, Any]]:
+    """The heads (and temperature) at ``lr``; the trainable MiniLM layers, if any, at a tenth of it."""
+    top = model.encoder.text_top
+    top_ids = {id(p) for p in top.parameters()} if top is not None else set()
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in top_ids], "lr": lr}]
+    if top is not None:
+        groups.append({"params": list(top.parameters()), "lr": lr * TEXT_LAYERS_LR_SCALE})
+    return groups
+
+
 def fit_scl(pairs: PairData, cfg: MmadsConfig, out_dir: Path, *, variant: str, use_images: bool,
             resume: bool = False, progress: bool = True, metadata: dict[str, Any] | None = None) -> ItemEncoder:
     """Train one SCL variant on the given pairs and write the artifact to ``out_dir``.
@@ -150,14 +179,14 @@ def fit_scl(pairs: PairData, cfg: MmadsConfig, out_dir: Path, *, variant: str, u
     if variant not in VARIANTS:
         raise ConfigError(f"unknown SCL variant {variant!r}; expected one of {list(VARIANTS)}")
     scl = cfg.model.scl
-    if scl.trainable_text_layers:
-        raise ConfigError(f"model.scl.trainable_text_layers = {scl.trainable_text_layers}: only 0 (frozen "
-                          "backbones, cached features) is supported")
+    if (pairs.items.text_mask is not None) != bool(scl.trainable_text_layers):
+        raise ConfigError(f"model.scl.trainable_text_layers = {scl.trainable_text_layers} does not match the "
+                          "features given (token states are computed for k > 0, pooled features for 0)")
     torch.manual_seed(cfg.model.seed)
     k = queue_size_for(scl.queue_size, len(pairs), scl.batch_size)
     model = SCLModel(dim=cfg.model.dim, hidden=HEAD_HIDDEN, use_images=use_images, fusion=scl.fusion,
                      variant=variant, scl=scl, queue_size=k)
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=scl.lr, weight_decay=1e-4)
+    optim = torch.optim.AdamW(_param_groups(model, scl.lr), weight_decay=1e-4)
     start, history = 0, list[dict[str, float]]()
     ckpt = _latest_checkpoint(out_dir) if resume else None
     if resume and ckpt is None:
@@ -182,7 +211,7 @@ def fit_scl(pairs: PairData, cfg: MmadsConfig, out_dir: Path, *, variant: str, u
     spec = EncoderSpec(dim=cfg.model.dim, hidden=HEAD_HIDDEN, uses_images=use_images, fusion=scl.fusion,
                        image_size=scl.image_size, text_max_tokens=scl.text_max_tokens, kind="scl",
                        variant=variant, image_backbone=EncoderSpec.image_backbone if use_images else None,
-                       backbone_precision=scl.backbone_precision)
+                       backbone_precision=scl.backbone_precision, trainable_text_layers=scl.trainable_text_layers)
     meta = {**(metadata or {}), "n_pairs": len(pairs), "queue_size": model.queue.size,
             "temperature": float(model.log_temp.exp()), "history": history}
     encoder = ItemEncoder.from_state(spec, model.encoder.state_dict(), meta)

@@ -137,11 +137,6 @@ def test_item_features_without_image_column():
     assert f.text.shape == (1, 384) and not f.has_image.any()
 
 
-def test_trainable_text_layers_are_refused(tiny_dataset: Dataset, tmp_path: Path):
-    with pytest.raises(ConfigError, match="trainable_text_layers"):
-        train_scl(tiny_dataset, small_config(trainable_text_layers=1), tmp_path, progress=False)
-
-
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
