@@ -208,13 +208,15 @@ class ItemVectors:
             ``(idx (B, n) int64 rows into :attr:`matrix` (0 = zero vector), lengths cut to n)``.
         """
         lengths = np.asarray(lengths, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else np.zeros(0, np.int64)
-        row = np.repeat(np.arange(len(lengths)), lengths)
-        pos = np.arange(len(row)) - np.repeat(starts, lengths)
-        keep = pos < n
+        flat = np.asarray(flat_ids, dtype=np.int64)
+        if len(lengths) and lengths.max() > n:  # drop each history's items past n
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            flat = flat[np.arange(len(flat)) - np.repeat(starts, lengths) < n]
+        cut = np.minimum(lengths, n)
         idx = np.zeros((len(lengths), n), dtype=np.int64)
-        idx[row[keep], pos[keep]] = self.rows(np.asarray(flat_ids, dtype=np.int64)[keep])
-        return idx, np.minimum(lengths, n)
+        # a boolean mask assigns in row-major order, which is the ragged layout's order
+        idx[np.arange(n)[None, :] < cut[:, None]] = self.rows(flat)
+        return idx, cut
 
     def flat(self, hist_item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """``hist_emb_flat`` for one history: ``(len * d,)`` float32, zeros for unknown items."""

@@ -27,8 +27,10 @@ import numpy as np
 
 from infra.errors import FeatureError
 
-# Rows per internal block: bounds the float64 copy of the history to ~block * N * d * 8 bytes.
-_BLOCK_ROWS = 2048
+# Rows per internal block. A block's gathered history (block x N x d float32: 6.5 MB at N=50,
+# d=64) stays in cache for the matmul that follows: 512 rows ran simtier_from_table 2.5x faster
+# than 2048 here (0.31 vs 0.78 s for 50k rows), with identical results.
+_BLOCK_ROWS = 512
 
 
 def SIMTIER_COLUMNS(n_tiers: int) -> list[str]:  # noqa: N802 - a "constant" parameterised by T
