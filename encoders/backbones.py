@@ -125,12 +125,15 @@ class TextBackbone:
         out = np.zeros((len(texts), TEXT_DIM), dtype=np.float32)
         with torch.inference_mode(), autocast(precision):
             for start in range(0, len(texts), batch_size):
-                chunk = list(texts[start:start + batch_size])
-                enc = self.tokenizer.encode_batch(chunk)
-                ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
-                mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
-                out[start:start + len(chunk)] = self._features(ids, mask, precision).numpy()
+                ids, mask = self._tokenize(texts[start:start + batch_size])
+                out[start:start + ids.shape[0]] = self._features(ids, mask, precision).numpy()
         return out
+
+    def _tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask, ``(B, L)`` long each, padded to the batch's longest text."""
+        enc = self.tokenizer.encode_batch(list(texts))
+        return (torch.tensor([e.ids for e in enc], dtype=torch.long),
+                torch.tensor([e.attention_mask for e in enc], dtype=torch.long))
 
     def hidden_states(self, texts: Sequence[str], frozen_layers: int, batch_size: int = 64,
                       precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +159,7 @@ class TextBackbone:
         mask_out = np.zeros((len(texts), self.max_tokens), dtype=bool)
         with torch.inference_mode(), autocast(precision):
             for start in range(0, len(texts), batch_size):
-                enc = self.tokenizer.encode_batch(list(texts[start:start + batch_size]))
-                ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
-                mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
+                ids, mask = self._tokenize(texts[start:start + batch_size])
                 h = self.model.embeddings(input_ids=ids)
                 attn = create_bidirectional_mask(config=self.model.config, inputs_embeds=h, attention_mask=mask)
                 for layer in self.model.encoder.layer[:frozen_layers]:
