@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from infra.config import MmadsConfig
-from infra.errors import ConfigError
+from infra.errors import ConfigError, FeatureError
 from training.data import TimeSplit, load_training_set, time_split
 from training.lightgbm_baseline import fit_lightgbm
 from training.metrics import PerUserAUC, auc, bootstrap_gauc_ci, bootstrap_gauc_delta, logloss, per_user_auc
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 ALL_MODELS = (*TORCH_MODELS, "lightgbm")
 PREDICTIONS_FILE = "ctr_test_predictions.parquet"
 MIN_ITEM_COUNT = 2  # items with fewer training impressions share the OOV ("cold item") embedding
+SAME_ENCODER_COSINE = 0.9  # one encoder's vectors agree to ~1, two encoders' to ~0
 
 
 @dataclass
@@ -62,11 +63,28 @@ class _Runs:
         self.seconds.setdefault(name, []).append(seconds)
 
 
+def _check_same_encoder(frame: pd.DataFrame, lookup: ItemVectorLookup, sample: int = 2000) -> None:
+    """Refuse a training set whose target vectors come from another encoder than the item vectors.
+
+    MAKE reads the target's vector from the training set and the history's from ``item_vectors``;
+    from two encoders they would be compared across unrelated spaces, silently (a training set
+    built with the SCL model, trained with the frozen one, cost MAKE 0.025 GAUC).
+    """
+    rows = frame.loc[frame["has_emb"].astype(bool), ["item_id", "item_emb"]].drop_duplicates("item_id").head(sample)
+    median, n = lookup.agreement(rows["item_id"].to_numpy(np.int64), rows["item_emb"].tolist())
+    if n and median < SAME_ENCODER_COSINE:
+        raise FeatureError(
+            f"the training set's item vectors are not the given item vectors (median cosine {median:.3f} over "
+            f"{n} items): it was built with another encoder. Pass the encoder it was built with (--model), "
+            "or rebuild the training set")
+
+
 def _prepare(train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: MmadsConfig) -> _Prepared:
     frame = load_training_set(train_set, cfg.model.n_tiers)
     split = time_split(frame, cfg, item_vectors)
     vocab = IdVocab.fit(split.train, min_item_count=MIN_ITEM_COUNT)
     lookup = ItemVectorLookup.from_frame(item_vectors)
+    _check_same_encoder(frame, lookup)
 
     def build(f: pd.DataFrame) -> CTRInputs:
         return build_inputs(f, lookup, vocab, n_tiers=cfg.model.n_tiers, history_len=cfg.model.history_len)

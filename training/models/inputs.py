@@ -191,6 +191,21 @@ class ItemVectorLookup:
         idx = _index(self.item_ids, ids)
         return np.where(idx == OOV, 0, idx - FIRST_ID + 1)
 
+    def agreement(self, item_ids: np.ndarray, vectors: Sequence[object]) -> tuple[float, int]:
+        """How well other vectors of some items match this table: ``(median cosine, items compared)``.
+
+        Vectors of one encoder agree to ~1 (bf16 backbones move them in the last bits); vectors of
+        two different encoders live in unrelated spaces and agree to ~0. Items absent from the
+        table, or without a vector, are skipped; with none left the median is NaN.
+        """
+        rows = self.index(np.asarray(item_ids, dtype=np.int64))
+        given = _normalise(_stack_vectors(list(vectors), self.dim))
+        keep = (rows > 0) & (np.abs(given).sum(axis=1) > 0)
+        if not keep.any():
+            return float("nan"), 0
+        cos = (given[keep] * self.vectors[rows[keep]].numpy()).sum(axis=1)
+        return float(np.median(cos)), int(keep.sum())
+
 
 @dataclass(frozen=True)
 class CTRInputs:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from infra.errors import ConfigError, ModelArtifactError
+from infra.errors import ConfigError, FeatureError, ModelArtifactError
 from tests.unit.training.fake_market import Market
 from training.experiment import PREDICTIONS_FILE, train_and_evaluate
 from training.models.ranker import Ranker
@@ -70,3 +70,16 @@ def test_unknown_model_and_missing_artifact_are_errors(market: Market, small_cfg
         train_and_evaluate(market.frame, market.item_vectors, small_cfg, tmp_path, models=["bogus"])
     with pytest.raises(ModelArtifactError, match="not a CTR model directory"):
         Ranker.load(tmp_path)
+
+
+def test_training_set_from_another_encoder_is_refused(market: Market, small_cfg, tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    other = market.item_vectors.assign(emb=[rng.normal(size=16).astype(np.float32) for _ in market.item_vectors.index])
+    with pytest.raises(FeatureError, match="another encoder"):
+        train_and_evaluate(market.frame, other, small_cfg, tmp_path / "other", models=["id_only"], progress=False)
+    # the same encoder's vectors, moved in the last bits (bf16 backbones, other batches), are accepted
+    nudged = market.item_vectors.assign(emb=[np.asarray(v, np.float32) * 1.01 + rng.normal(0, 1e-3, 16)
+                                             for v in market.item_vectors["emb"]])
+    section = train_and_evaluate(market.frame, nudged, small_cfg, tmp_path / "same", models=["id_only"],
+                                 progress=False)
+    assert set(section) == {"id_only"}
