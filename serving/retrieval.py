@@ -85,6 +85,8 @@ class Retriever:
         self._client = client
         self._lock = threading.Lock()
         self._fresh: tuple[float, np.ndarray] | None = None
+        self._refresh_lock = threading.Lock()
+        self._refreshing = False
 
     @property
     def client(self) -> Any:
@@ -179,16 +181,40 @@ class Retriever:
     def fresh_items(self, n: int) -> np.ndarray:
         """The ``n`` newest items (by ``created_at``), cached for ``FRESH_TTL_S`` seconds.
 
+        Only a cold cache (or a larger ``n`` than cached) queries Milvus on the caller's thread. A
+        stale list is returned as is while one background thread replaces it: the query reads every
+        row's ``created_at`` (~80 ms at 10k items), which on the request path was /recommend's p99.
+
         Returns:
             ``(<= n,)`` int64 item ids, newest first.
         """
-        now = time.monotonic()
         cached = self._fresh
-        if cached is not None and now - cached[0] < FRESH_TTL_S and len(cached[1]) >= n:
+        if cached is not None and len(cached[1]) >= n:
+            if time.monotonic() - cached[0] >= FRESH_TTL_S:
+                self._refresh_fresh(len(cached[1]))
             return cached[1][:n]
+        now = time.monotonic()
         ids = self._query_fresh(max(n, 1))
         self._fresh = (now, ids)
         return ids[:n]
+
+    def _refresh_fresh(self, n: int) -> None:
+        """Replace the fresh-items list on a background thread (at most one at a time)."""
+        with self._refresh_lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+
+        def work() -> None:
+            try:
+                now = time.monotonic()
+                self._fresh = (now, self._query_fresh(n))
+            except StackError as exc:  # keep serving the stale list; the next stale read retries
+                logger.warning("refreshing the fresh-items list failed: %s", exc)
+            finally:
+                self._refreshing = False
+
+        threading.Thread(target=work, name="fresh-items", daemon=True).start()
 
     def _query_fresh(self, n: int) -> np.ndarray:
         client = self.client
@@ -206,7 +232,7 @@ class Retriever:
         ids = np.fromiter((int(r["item_id"]) for r in rows), dtype=np.int64, count=len(rows))
         created = np.fromiter((int(r.get("created_at") or 0) for r in rows), dtype=np.int64, count=len(rows))
         order = np.lexsort((ids, -created))  # newest first, ties by id
-        return ids[order][:n]
+        return ids[order]  # all that were read (>= n when the collection has them): a cache for larger n
 
     def close(self) -> None:
         """Close the connection (a later call reconnects)."""

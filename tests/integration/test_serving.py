@@ -397,3 +397,37 @@ def test_two_workers_share_the_port_and_reload_together(world: World, cfg: Mmads
     assert all(status == 200 for status, _, _ in answers), [a for a in answers if a[0] != 200][:3]
     assert {v for _, _, v in answers[-20:]} == {versions["simtier"]}
     assert not old_pids & {pid for _, pid, _ in answers[-20:]}  # every worker was replaced
+
+
+def test_a_stale_fresh_list_is_served_while_one_thread_replaces_it(cfg: MmadsConfig,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    import serving.retrieval as retrieval
+    from streaming.milvus_sink import MilvusSink
+
+    cfg = cfg.with_overrides(milvus={"collection": "fresh_refresh_it"})
+    sink = MilvusSink(cfg, 4)
+    sink.ensure_collection()
+    rng = np.random.default_rng(0)
+
+    def add(ids: list[int], created_ms: list[int]) -> None:
+        sink.upsert(np.array(ids, np.int64), rng.standard_normal((len(ids), 4)).astype(np.float32),
+                    ["c"] * len(ids), np.array(created_ms, np.int64), "v1")
+        sink.maybe_flush(force=True)
+
+    now_ms = int(time.time() * 1000)
+    add([1, 2, 3], [now_ms - 3000, now_ms - 2000, now_ms - 1000])
+    r = retrieval.Retriever(cfg)
+    try:
+        assert r.fresh_items(2).tolist() == [3, 2]  # cold cache: read on the caller's thread
+        add([4], [now_ms])
+        assert r.fresh_items(2).tolist() == [3, 2]  # within the TTL: cached
+        monkeypatch.setattr(retrieval, "FRESH_TTL_S", 0.0)
+        assert r.fresh_items(2).tolist() == [3, 2]  # stale: served as is, replaced in the background
+        deadline = time.monotonic() + 10
+        while r.fresh_items(2).tolist() != [4, 3] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.fresh_items(2).tolist() == [4, 3]
+        assert r.fresh_items(4).tolist() == [4, 3, 2, 1]  # the cache holds every row read, not just n
+    finally:
+        r.close()
+        sink.close()
