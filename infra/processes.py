@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,6 +87,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def write_record(state_dir: Path, rec: ProcessRecord) -> None:
+    """Write a process record atomically (tmp + rename).
+
+    Other threads and processes read records at any time (the run's memory sampler lists them
+    every few seconds); a half-written file read as unreadable was removed, and the stage that had
+    just started the process then took it for dead and left it running unrecorded.
+    """
+    folder = run_dir(state_dir)
+    tmp = folder / f".{rec.name}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps(asdict(rec)))
+    os.replace(tmp, folder / f"{rec.name}.json")
 
 
 def read_record(state_dir: Path, name: str) -> ProcessRecord | None:
@@ -161,7 +175,7 @@ def start_process(
     except FileNotFoundError:
         raise StackError(f"{name}: binary not found: {argv[0]}") from None
     rec = ProcessRecord(name, proc.pid, list(argv), role, str(log_path), host, port, time.time())
-    (run_dir(state_dir) / f"{name}.json").write_text(json.dumps(asdict(rec)))
+    write_record(state_dir, rec)
     if port is not None and host is not None:
         deadline = time.monotonic() + ready_timeout_s
         while not port_open(host, port):
