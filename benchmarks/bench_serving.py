@@ -460,8 +460,8 @@ def _measure(cfg: MmadsConfig, work: Path, sizes: Sizes) -> dict[str, Any]:
     # Throughput as deployed on this machine: one worker process per core (`mmads serve --workers 2`);
     # a single Python process is bound by its GIL to ~1 core (the *_1worker keys above).
     with service(cfg, run_dir, work, extra=("--workers", str(THROUGHPUT_WORKERS))) as url:
-        closed_loop(f"{url}/rank", _rank_bodies(world, 500, seed=1), 4, count=50)  # fill both item caches
         bodies = _rank_bodies(world, 500, seed=1)
+        closed_loop(f"{url}/rank", bodies, 4, count=50)  # fill both item caches
         c4w = closed_loop(f"{url}/rank", bodies, 4, duration_s=sizes.duration_s)
         c16w = closed_loop(f"{url}/rank", bodies, 16, duration_s=sizes.duration_s)
     res.update(rps_c4=c4w.rps, p99_ms_c4=percentile_ms(c4w.latencies, 99), rps_c16=c16w.rps,
