@@ -39,6 +39,20 @@ def test_frozen_states_through_the_pretrained_top_equal_the_whole_backbone(k: in
     assert _cos(split, whole).min() > 0.999  # the split is the same network (fp16 states cost ~1e-4)
 
 
+def test_length_sorted_batches_keep_each_text_in_its_row():
+    tb = text_backbone(32)
+    texts = [TEXTS[i % len(TEXTS)] + " x" * (i % 7) for i in range(40)]  # lengths mixed, out of order
+    batches = list(tb._length_batches(texts, batch_size=64))
+    assert len(batches) == 2  # one call of 40 texts is cut into two length-sorted halves
+    assert sorted(np.concatenate([rows for rows, _, _ in batches]).tolist()) == list(range(40))
+    for rows, ids, mask in batches:
+        assert mask.sum(1).max() == ids.shape[1]  # each padded only to its own longest text
+    together = tb.encode(texts, precision="float32")
+    alone = np.concatenate([tb.encode([t], precision="float32") for t in texts])
+    assert _cos(together, alone).min() > 0.9999  # padding never changes a real token's state
+    assert not list(tb._length_batches([], batch_size=64))
+
+
 @pytest.fixture(scope="module")
 def top_cfg() -> MmadsConfig:
     return small_config(trainable_text_layers=1, epochs=2, queue_size=64)
