@@ -245,6 +245,27 @@ def test_indexer_killed_mid_stream_loses_and_duplicates_nothing(base_cfg: MmadsC
     assert jobs[1].stop() == 0
 
 
+def test_two_indexers_in_one_group_split_the_partitions(base_cfg: MmadsConfig, model_dir: Path,
+                                                       jobs: list[Job]) -> None:
+    # the throughput deployment on this machine: a process per core in one consumer group
+    cfg, first = _isolated(base_cfg)
+    items = _items(300, first)
+    for _ in range(2):
+        jobs.append(Job(cfg, "streaming.item_indexer", "--model", str(model_dir)))
+    _wait(lambda: all(j.stats(cfg).get("assigned") for j in jobs), 120, "both indexers to own partitions")
+    sent = replay(_dataset(cfg.state_dir, items=items), cfg, "items", progress=False)
+    wait_caught_up(cfg, {cfg.kafka.topics.items: sent}, timeout_s=120)
+    sink = MilvusSink(cfg, DIM)
+    got = sink.client.query(cfg.milvus.collection, filter="item_id >= 0", output_fields=["item_id"], limit=1000)
+    assert sorted(r["item_id"] for r in got) == items["item_id"].tolist()  # each item once
+    online = _online_items(cfg, items["item_id"].to_numpy())
+    assert all(v is not None for v in online.values())
+    _wait(lambda: sum(int(j.stats(cfg).get("written", 0)) for j in jobs) >= 300, 10, "both indexers' stats")
+    written = [int(j.stats(cfg).get("written", 0)) for j in jobs]  # type: ignore[call-overload]
+    assert min(written) > 0, f"one indexer wrote nothing: {written}"  # the partitions were split
+    assert [j.stop() for j in jobs] == [0, 0]
+
+
 def test_behavior_job_killed_mid_stream_rebuilds_exact_histories(base_cfg: MmadsConfig, jobs: list[Job]) -> None:
     # commits 20 s apart: on a quiet machine the job applies all 3,000 events within seconds, and the
     # kill must land before the commit that covers them

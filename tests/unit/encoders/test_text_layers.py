@@ -45,7 +45,7 @@ def test_length_sorted_batches_keep_each_text_in_its_row():
     batches = list(tb._length_batches(texts, batch_size=64))
     assert len(batches) == 2  # one call of 40 texts is cut into two length-sorted halves
     assert sorted(np.concatenate([rows for rows, _, _ in batches]).tolist()) == list(range(40))
-    for rows, ids, mask in batches:
+    for _, ids, mask in batches:
         assert mask.sum(1).max() == ids.shape[1]  # each padded only to its own longest text
     together = tb.encode(texts, precision="float32")
     alone = np.concatenate([tb.encode([t], precision="float32") for t in texts])
