@@ -11,6 +11,14 @@ and random items. An ad is clicked with probability
 where ``attn_cos`` is a softmax-attention average of the cosine between the ad's latent and the
 latents of the user's last behaviors *before* the impression. Ad clicks are not written back as
 behaviors, so no behavior shares an impression's timestamp and no label leaks into the history.
+
+That cosine is taken on *click latents*: the latent with the functional dimensions (material,
+style, use) scaled by ``ClickModel.functional_weight``, so what the ad's picture shows (colour,
+tone, pattern, size, shape; ``vocab.APPEARANCE_DIMS``) drives clicks more than what the item is
+for. Searches (and so the SCL pairs) read every facet alike: the similarity that predicts a click
+is not the one the SCL encoder was trained for, and a CTR model has to learn it from clicks. With
+``functional_weight = 1`` the plain cosine drives clicks, a fixed function of the SCL geometry
+that a histogram of similarities (SimTier) already summarises.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmads.datagen.latent import World, unit
-from mmads.datagen.vocab import LATENT_DIM
+from mmads.datagen.vocab import APPEARANCE_DIMS, LATENT_DIM
 
 US_PER_S = 1_000_000
 US_PER_DAY = 86_400 * US_PER_S
@@ -40,6 +48,13 @@ class ClickModel:
     noise: float = 0.5
     attention_sharpness: float = 4.0
     history_len: int = 30
+    functional_weight: float = 0.2
+
+    def click_latents(self, latents: np.ndarray) -> np.ndarray:
+        """Unit click latents (N, D): the non-appearance dimensions scaled by ``functional_weight``."""
+        weights = np.full(latents.shape[1], self.functional_weight)
+        weights[list(APPEARANCE_DIMS)] = 1.0
+        return unit(latents * weights)
 
 
 @dataclass(frozen=True)
@@ -214,9 +229,17 @@ def _pick_ads(rng: np.random.Generator, cat: Catalogue, k: int, near_scores: np.
     return np.choose(np.minimum(source, 3), [near, popular, recent, uniform])
 
 
-def _similarity(cat: Catalogue, ads: np.ndarray, ad_ts: np.ndarray, hist_items: np.ndarray,
+def _similarity(click_unit: np.ndarray, ads: np.ndarray, ad_ts: np.ndarray, hist_items: np.ndarray,
                 hist_ts: np.ndarray, model: ClickModel) -> np.ndarray:
     """Per ad, the softmax-attention average cosine to the user's last behaviors before its time.
+
+    Args:
+        click_unit: the catalogue's click latents (:meth:`ClickModel.click_latents`), shape (N, D).
+        ads: catalogue indices of the ads, shape (A,).
+        ad_ts: their times, shape (A,).
+        hist_items: the user's behavior items in time order, shape (H,).
+        hist_ts: their times, ascending, shape (H,).
+        model: the click model (history length, attention sharpness).
 
     Returns:
         Shape (A,); 0 for an ad shown before the user's first behavior.
@@ -225,7 +248,7 @@ def _similarity(cat: Catalogue, ads: np.ndarray, ad_ts: np.ndarray, hist_items: 
     if len(hist_items) == 0:
         return out
     hist_items, hist_ts = hist_items[-(model.history_len + 64):], hist_ts[-(model.history_len + 64):]
-    cos = cat.unit[hist_items] @ cat.unit[ads].T  # (H, A)
+    cos = click_unit[hist_items] @ click_unit[ads].T  # (H, A)
     n_before = np.searchsorted(hist_ts, ad_ts, side="left")  # history is in time order
     for j, n in enumerate(n_before.tolist()):
         c = cos[max(0, n - model.history_len):n, j]
@@ -236,8 +259,8 @@ def _similarity(cat: Catalogue, ads: np.ndarray, ad_ts: np.ndarray, hist_items: 
 
 
 def _user_events(rng: np.random.Generator, cat: Catalogue, sessions: Sessions, users: Users,
-                 u: int, idxs: np.ndarray, start_us: int, model: ClickModel,
-                 act_z: float) -> tuple[list[tuple[int, int, int]], list[np.ndarray]]:
+                 u: int, idxs: np.ndarray, start_us: int, model: ClickModel, act_z: float,
+                 click_unit: np.ndarray) -> tuple[list[tuple[int, int, int]], list[np.ndarray]]:
     """One user's behaviors (item, action, ts) in time order and impression blocks (A, 3) per session."""
     behaviors: list[tuple[int, int, int]] = []
     impressions: list[np.ndarray] = []
@@ -256,7 +279,7 @@ def _user_events(rng: np.random.Generator, cat: Catalogue, sessions: Sessions, u
         ads = _pick_ads(rng, cat, k, scores, ad_ts)
         hist = np.array(behaviors, dtype=np.int64).reshape(-1, 3)
         order = np.argsort(hist[:, 2], kind="stable")
-        sim = _similarity(cat, ads, ad_ts, hist[order, 0], hist[order, 2], model)
+        sim = _similarity(click_unit, ads, ad_ts, hist[order, 0], hist[order, 2], model)
         logit = (model.bias + model.alpha * sim + model.beta * cat.quality[ads] + model.gamma * act_z
                  - model.position * np.arange(len(ads)) + model.noise * rng.normal(size=len(ads)))
         clicked = (rng.random(len(ads)) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
@@ -284,12 +307,14 @@ def simulate_events(rng: np.random.Generator, cat: Catalogue, sessions: Sessions
     log_act = np.log(sessions.activity)
     act_z = (log_act - log_act.mean()) / max(float(log_act.std()), 1e-9)
     starts = np.searchsorted(sessions.user, np.arange(len(sessions.activity) + 1))
+    click_unit = model.click_latents(cat.latents)
     beh_rows: list[tuple[int, int, int, int]] = []
     imp_blocks: list[np.ndarray] = []
     for u in tqdm(range(len(sessions.activity)), desc="simulating users", unit="user",
                   disable=not progress, leave=False):
         idxs = np.arange(starts[u], starts[u + 1])
-        beh, imp = _user_events(rng, cat, sessions, users, u, idxs, start_us, model, float(act_z[u]))
+        beh, imp = _user_events(rng, cat, sessions, users, u, idxs, start_us, model, float(act_z[u]),
+                                click_unit)
         beh_rows.extend((u, item, action, ts) for item, action, ts in beh)
         imp_blocks.extend(np.column_stack([np.full(len(b), u), b]) for b in imp)
     behaviors = np.array(beh_rows, dtype=np.int64).reshape(-1, 4)

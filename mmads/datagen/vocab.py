@@ -89,6 +89,10 @@ SIZE = Facet("size", (14,), (
 
 FACETS: tuple[Facet, ...] = (COLOUR, TONE, MATERIAL, STYLE, USE, PATTERN, SIZE)
 
+# What an item's picture shows (images.py): colour, tone, pattern, size and the shape's roundness
+# (dim 15, which no word names). Ad clicks weigh these above the functional facets (simulate.py).
+APPEARANCE_DIMS: tuple[int, ...] = (*COLOUR.dims, *TONE.dims, *PATTERN.dims, *SIZE.dims, 15)
+
 # Probability that a title names each facet (the category is always named). Order in the title:
 TITLE_ORDER = ("size", "tone", "colour", "pattern", "material", "style", "use")
 TITLE_KEEP = {"colour": 0.95, "tone": 0.35, "material": 0.9, "style": 0.8, "use": 0.65,

@@ -15,6 +15,8 @@ from infra.dataset import time_cut, validate_dataset
 from infra.errors import DatasetError
 from mmads.datagen import GenerationSummary, generate_dataset
 from mmads.datagen import tables as T
+from mmads.datagen.simulate import ClickModel, _similarity
+from mmads.datagen.vocab import APPEARANCE_DIMS, LATENT_DIM
 
 SCALE = 0.1
 SIZE = 16
@@ -147,6 +149,23 @@ def test_clicks_follow_similarity_to_recent_behavior(frames: dict[str, pd.DataFr
     assert len(labels) > 0.9 * len(imp)
     assert _auc(np.array(scores), np.array(labels)) > 0.6
     assert 0.03 < imp["clicked"].mean() < 0.2
+
+
+def test_clicks_weigh_what_the_picture_shows_over_what_the_item_is_for() -> None:
+    appearance = np.zeros(LATENT_DIM, dtype=bool)
+    appearance[list(APPEARANCE_DIMS)] = True
+    rng = np.random.default_rng(3)
+    seen = rng.normal(size=LATENT_DIM)
+    looks_alike = np.where(appearance, seen, -seen)  # same picture, opposite function
+    works_alike = np.where(appearance, -seen, seen)  # same function, opposite picture
+    latents = np.stack([seen, looks_alike, works_alike])
+    ads, ad_ts, hist, hist_ts = np.array([1, 2]), np.array([10, 10]), np.array([0]), np.array([5])
+    sim = _similarity(ClickModel().click_latents(latents), ads, ad_ts, hist, hist_ts, ClickModel())
+    assert sim[0] > 0.3 > -0.3 > sim[1]
+    plain = ClickModel(functional_weight=1.0)
+    flat = _similarity(plain.click_latents(latents), ads, ad_ts, hist, hist_ts, plain)
+    np.testing.assert_allclose(flat, latents[1:] @ seen / np.linalg.norm(latents, axis=1)[1:]
+                               / np.linalg.norm(seen))
 
 
 def test_quality_is_an_id_effect_not_in_content(frames: dict[str, pd.DataFrame]) -> None:
