@@ -9,9 +9,10 @@ One seed drives one generator in a fixed order; each image has its own generator
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from mmads.datagen.simulate import (
     US_PER_DAY,
     US_PER_S,
     Catalogue,
+    ClickModel,
     Events,
     Sessions,
     Users,
@@ -151,7 +153,9 @@ def _write_dataset(out: Path, items: _Items, events: Events, queries: Queries,
         tables.QUERIES)
 
 
-def _write_truth(out: Path, items: _Items, users: Users, sessions: Sessions) -> None:
+def _write_truth(out: Path, items: _Items, users: Users, sessions: Sessions, click_model: ClickModel) -> None:
+    (out / tables.TRUTH_DIR).mkdir(parents=True, exist_ok=True)
+    (out / tables.TRUTH_DIR / "click_model.json").write_text(json.dumps(asdict(click_model), indent=2) + "\n")
     tables.write(out, f"{tables.TRUTH_DIR}/items_truth.parquet", {
         "item_id": np.arange(1, len(items.titles) + 1, dtype=np.int64),
         "latent": list(items.catalogue.latents.astype(np.float32)),
@@ -181,7 +185,8 @@ def _summary(items: _Items, events: Events, queries: Queries, n_users: int, cut:
 
 
 def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 64,
-                     images: bool = True, progress: bool = True) -> GenerationSummary:
+                     images: bool = True, progress: bool = True,
+                     click_model: ClickModel | None = None) -> GenerationSummary:
     """Generate the synthetic marketplace into a dataset directory.
 
     Args:
@@ -191,15 +196,20 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
         image_size: width and height of the PNGs in pixels.
         images: write images; False writes a text-only dataset (all image paths null).
         progress: show progress bars.
+        click_model: the click-probability coefficients (default :class:`ClickModel`); only the
+            ``clicked`` labels depend on it. Recorded in ``_truth/click_model.json``.
 
     Returns:
         Counts, the time cut and the new-item shares.
 
     Raises:
-        DatasetError: ``scale`` or ``image_size`` is out of range.
+        DatasetError: ``scale``, ``image_size`` or the click model's ``functional_weight`` is out of range.
     """
     if not scale > 0 or image_size < 8:
         raise DatasetError(f"scale must be > 0 and image_size >= 8, got scale={scale}, image_size={image_size}")
+    click_model = click_model or ClickModel()
+    if not click_model.functional_weight >= 0:
+        raise DatasetError(f"functional_weight must be >= 0, got {click_model.functional_weight}")
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +223,8 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
     cut = time_cut(pd.DataFrame({"ts": _ts(sessions.impression_ts())}), 0.8)
     items = _make_items(rng, world, n_items, start_us, cut.value // 1000, end_us)
     users = make_users(rng, world, n_users, DAYS)
-    events = simulate_events(rng, items.catalogue, sessions, users, start_us, progress=progress)
+    events = simulate_events(rng, items.catalogue, sessions, users, start_us, model=click_model,
+                             progress=progress)
     purchases = events.behaviors[events.behaviors[:, 2] == ACTIONS.index("purchase")][:, [1, 3]]
     queries = make_queries(rng, items.catalogue, items.category, purchases, end_us)
     item_paths: list[str | None] = [None] * n_items
@@ -222,7 +233,7 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
         rendered, query_paths = _render_images(out, items, queries, seed, image_size, progress)
         item_paths = list(rendered)
     _write_dataset(out, items, events, queries, item_paths, query_paths)
-    _write_truth(out, items, users, sessions)
+    _write_truth(out, items, users, sessions, click_model)
     summary = _summary(items, events, queries, n_users, cut, time.perf_counter() - t0)
     logger.info("generated %s: %s", out, summary)
     return summary

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +241,23 @@ def test_images_render_the_colour_direction(generated: tuple[Path, GenerationSum
 def test_bad_arguments(tmp_path: Path, scale: float, size: int) -> None:
     with pytest.raises(DatasetError, match="scale must be > 0"):
         generate_dataset(tmp_path, scale=scale, image_size=size, progress=False)
+
+
+def _mmads(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mmads", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_click_weight_flag_changes_only_the_labels_and_is_recorded(tmp_path: Path) -> None:
+    generate_dataset(tmp_path / "default", seed=0, scale=SCALE, images=False, progress=False)
+    args = ["data", "generate", "--out", str(tmp_path / "plain"), "--scale", str(SCALE), "--no-images"]
+    done = _mmads(*args, "--click-functional-weight", "1")
+    assert done.returncode == 0, done.stderr
+    default, plain = (pd.read_parquet(tmp_path / d / "impressions.parquet") for d in ("default", "plain"))
+    pd.testing.assert_frame_equal(default.drop(columns="clicked"), plain.drop(columns="clicked"))
+    assert 0 < (default["clicked"] != plain["clicked"]).mean() < 0.1
+    for d, weight in (("default", 0.2), ("plain", 1.0)):
+        recorded = json.loads((tmp_path / d / T.TRUTH_DIR / "click_model.json").read_text())
+        assert recorded["functional_weight"] == weight and recorded["alpha"] == ClickModel().alpha
+    refused = _mmads(*args, "--click-functional-weight", "-0.5")
+    assert refused.returncode == 1
+    assert "functional_weight must be >= 0, got -0.5" in refused.stderr
