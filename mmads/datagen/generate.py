@@ -154,8 +154,6 @@ def _write_dataset(out: Path, items: _Items, events: Events, queries: Queries,
 
 
 def _write_truth(out: Path, items: _Items, users: Users, sessions: Sessions, click_model: ClickModel) -> None:
-    (out / tables.TRUTH_DIR).mkdir(parents=True, exist_ok=True)
-    (out / tables.TRUTH_DIR / "click_model.json").write_text(json.dumps(asdict(click_model), indent=2) + "\n")
     tables.write(out, f"{tables.TRUTH_DIR}/items_truth.parquet", {
         "item_id": np.arange(1, len(items.titles) + 1, dtype=np.int64),
         "latent": list(items.catalogue.latents.astype(np.float32)),
@@ -169,6 +167,7 @@ def _write_truth(out: Path, items: _Items, users: Users, sessions: Sessions, cli
         "interest_weights": [w.astype(np.float32) for w in users.weights],
         "interest_categories": [[CATEGORIES[int(c)][0] for c in cs] for cs in users.categories]},
         tables.USERS_TRUTH)
+    (out / tables.TRUTH_DIR / "click_model.json").write_text(json.dumps(asdict(click_model), indent=2) + "\n")
 
 
 def _summary(items: _Items, events: Events, queries: Queries, n_users: int, cut: pd.Timestamp,
@@ -203,13 +202,11 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
         Counts, the time cut and the new-item shares.
 
     Raises:
-        DatasetError: ``scale``, ``image_size`` or the click model's ``functional_weight`` is out of range.
+        DatasetError: ``scale`` or ``image_size`` is out of range.
     """
     if not scale > 0 or image_size < 8:
         raise DatasetError(f"scale must be > 0 and image_size >= 8, got scale={scale}, image_size={image_size}")
     click_model = click_model or ClickModel()
-    if not click_model.functional_weight >= 0:
-        raise DatasetError(f"functional_weight must be >= 0, got {click_model.functional_weight}")
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from infra.errors import DatasetError
 from mmads.datagen.latent import World, unit
 from mmads.datagen.vocab import APPEARANCE_DIMS, LATENT_DIM
 
@@ -38,7 +39,11 @@ ACTIONS = ("click", "cart", "purchase")
 
 @dataclass(frozen=True)
 class ClickModel:
-    """Coefficients of the click probability (see the module docstring)."""
+    """Coefficients of the click probability (see the module docstring).
+
+    Raises:
+        DatasetError: ``functional_weight`` is negative (or NaN).
+    """
 
     bias: float = -4.8
     alpha: float = 4.0
@@ -49,6 +54,10 @@ class ClickModel:
     attention_sharpness: float = 4.0
     history_len: int = 30
     functional_weight: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.functional_weight >= 0:
+            raise DatasetError(f"functional_weight must be >= 0, got {self.functional_weight}")
 
     def click_latents(self, latents: np.ndarray) -> np.ndarray:
         """Unit click latents (N, D): the non-appearance dimensions scaled by ``functional_weight``."""
