@@ -115,7 +115,7 @@ def evaluate_model(encoder: ItemEncoder, dataset: Dataset, cfg: MmadsConfig,
     cache = cache_dir if cache_dir is not None else Path(cfg.state_dir) / "scl_features"
     item_f, query_f = dataset_features(dataset, cfg, cache, progress=False)
     pairs = build_pairs(dataset.items, dataset.queries, item_f, query_f)
-    _, test_rows, cut = split_by_time(dataset.queries, cfg)
+    _, test_rows, cut = split_by_time(dataset, cfg)
     if len(test_rows) == 0:
         raise DatasetError(f"no query pairs after the cut {cut} to evaluate on")
     return _measure(encoder, encoder.encode_features(item_f), encoder.encode_features(query_f.take(test_rows)),
@@ -127,7 +127,7 @@ def evaluate_scl(dataset: Dataset, cfg: MmadsConfig, out_dir: Path, *, progress:
 
     Args:
         dataset: a loaded dataset with queries.
-        cfg: configuration (the cut comes from ``cfg.data`` applied to the queries' ``ts``).
+        cfg: configuration (the dataset's one cut, :func:`infra.dataset.dataset_cut`).
         out_dir: where models (``models/<variant>``), cached features, ``scl_eval.json`` and
             ``scl_eval.md`` go.
         progress: show progress bars.
@@ -135,7 +135,8 @@ def evaluate_scl(dataset: Dataset, cfg: MmadsConfig, out_dir: Path, *, progress:
     Returns:
         Flat metrics: ``recall@10`` etc. of the default variant (hard), ``recall@10_<variant>``,
         ``recall@1_<variant>``, ``recall@50_<variant>``, ``mrr_<variant>``, ``category_auc_<variant>``
-        for frozen/inbatch/queue/hard, ``model_dir`` of the default, counts and epoch times.
+        for frozen/inbatch/queue/hard, ``model_dir`` of the default, counts (``n_train_pairs``: the
+        pairs before the cut, the only ones any variant trained on) and epoch times.
 
     Raises:
         DatasetError: no query pairs on one side of the cut.
@@ -147,7 +148,7 @@ def evaluate_scl(dataset: Dataset, cfg: MmadsConfig, out_dir: Path, *, progress:
         frozen_cfg = cfg.with_overrides(model={"scl": {"trainable_text_layers": 0}})
         pooled = dataset_features(dataset, frozen_cfg, out_dir / "features", progress=progress)
     pairs = build_pairs(dataset.items, dataset.queries, item_f, query_f)
-    train_rows, test_rows, cut = split_by_time(dataset.queries, cfg)
+    train_rows, test_rows, cut = split_by_time(dataset, cfg)
     if len(train_rows) < 2 or len(test_rows) == 0:
         raise DatasetError(f"need query pairs on both sides of the cut {cut}: "
                            f"{len(train_rows)} before, {len(test_rows)} after")
@@ -167,7 +168,7 @@ def evaluate_scl(dataset: Dataset, cfg: MmadsConfig, out_dir: Path, *, progress:
     hard_hist = encoders[DEFAULT_VARIANT].metadata["history"]
     result.update({
         "model_dir": str(out_dir / "models" / DEFAULT_VARIANT), "default_variant": DEFAULT_VARIANT,
-        "cut": cut.isoformat(), "n_train_pairs": len(train_rows), "n_test_pairs": len(test_rows),
+        "n_train_pairs": len(train_rows), "n_test_pairs": len(test_rows),
         "n_items": len(pairs.item_ids), "uses_images": dataset.has_images,
         "epoch_seconds": float(np.mean([h["seconds"] for h in hard_hist])) if hard_hist else None,
         "variants": variants,

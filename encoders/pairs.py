@@ -2,7 +2,7 @@
 
 :func:`dataset_features` computes (or reuses) the backbone features of every item and query of a
 dataset; :func:`build_pairs` joins queries to their purchased item and their clicked-not-bought
-items by row; :func:`split_by_time` holds out the later query pairs (the platform's time cut).
+items by row; :func:`split_by_time` holds out the query pairs at or after the platform's one time cut.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 
 from encoders.features_cache import Features, cache_key, cached, item_features, query_features
 from infra.config import MmadsConfig
-from infra.dataset import Dataset, time_cut
+from infra.dataset import Dataset, dataset_cut
 from infra.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -109,14 +109,16 @@ def _clicked_rows(queries: pd.DataFrame, row_of: pd.Series) -> np.ndarray:
     return out
 
 
-def split_by_time(queries: pd.DataFrame, cfg: MmadsConfig) -> tuple[np.ndarray, np.ndarray, pd.Timestamp]:
-    """Train (before the cut) and held-out (at or after it) query rows.
+def split_by_time(dataset: Dataset, cfg: MmadsConfig) -> tuple[np.ndarray, np.ndarray, pd.Timestamp]:
+    """Train (strictly before the cut) and held-out (at or after it) query rows.
 
-    The cut is :func:`infra.dataset.time_cut` over the queries' ``ts`` with ``cfg.data``.
+    The cut is the dataset's one time cut (:func:`infra.dataset.dataset_cut`: ``data.cut_time``, else
+    the quantile of *impression* times), the same the CTR models, LightGBM and the retrieval
+    evaluation use: no query pair at or after it reaches an encoder.
 
     Returns:
         ``(train_rows, test_rows, cut)``.
     """
-    cut = time_cut(queries, cfg.data.cut_quantile, cfg.data.cut_time)
-    before = (queries["ts"] < cut).to_numpy()
+    cut = dataset_cut(dataset, cfg)
+    before = (dataset.queries["ts"] < cut).to_numpy()
     return np.flatnonzero(before), np.flatnonzero(~before), cut

@@ -243,7 +243,7 @@ def train_scl(dataset: Dataset, cfg: MmadsConfig, out_dir: Path, *, variant: str
     out_dir = Path(out_dir)
     item_f, query_f = dataset_features(dataset, cfg, out_dir / "features", progress=progress)
     pairs = build_pairs(dataset.items, dataset.queries, item_f, query_f)
-    train_rows, _, cut = split_by_time(dataset.queries, cfg)
+    train_rows, _, cut = split_by_time(dataset, cfg)
     if len(train_rows) < 2:
         raise DatasetError(f"only {len(train_rows)} query pairs before the cut {cut}; need at least 2")
     fit_scl(pairs.subset(train_rows), cfg, out_dir, variant=variant, use_images=dataset.has_images,

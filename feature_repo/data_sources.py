@@ -11,7 +11,7 @@ from pathlib import Path
 from feast import FileSource, PushSource
 from feast.data_format import ParquetFormat
 
-from feature_repo.schema import ITEM_PUSH, ITEM_VIEW, TS_FIELD, USER_PUSH, USER_VIEW
+from feature_repo.schema import CREATED_FIELD, ITEM_PUSH, ITEM_VIEW, TS_FIELD, USER_PUSH, USER_VIEW
 from infra.config import MmadsConfig
 
 
@@ -31,6 +31,7 @@ def _parquet_source(cfg: MmadsConfig, view: str) -> FileSource:
         path=str(offline_dir(cfg, view) / "*.parquet"),
         file_format=ParquetFormat(),
         timestamp_field=TS_FIELD,
+        created_timestamp_column=CREATED_FIELD,
     )
 
 

@@ -13,7 +13,15 @@ Policy (documented contract):
 * events are applied in arrival order; the state's ``last_event_ts`` is the maximum event time
   seen, and a snapshot's ``event_timestamp`` is that maximum, so snapshot times never go back and a
   late event can never put later items into an earlier snapshot (no leakage);
-* snapshots with equal ``event_timestamp`` for one user: the last one wins (Feast keeps one row).
+* snapshots with equal ``event_timestamp`` for one user: the last one wins (Feast keeps one row);
+* **a history as of t holds only behaviors strictly before t**: every point-in-time lookup for an
+  event at ``t`` (the offline join, the on-demand view over it, the parity checks) is made at
+  :func:`lookup_time` ``(t)``, one microsecond (Feast's resolution) before ``t`` floored to the
+  microsecond; a join that takes rows with ``event_timestamp <= lookup`` then sees exactly the
+  behaviors before ``t``. Real logs stamp to the second and a click behavior often shares its
+  impression's second: without this rule the clicked item sits in its own impression's history.
+  The online store holds the state after every event so far, which is the state strictly before
+  any later request.
 
 Vectors are not part of the state: ``hist_emb_flat`` is built from the item vectors by id
 (:class:`ItemVectors`). Its layout is ``len(hist_item_ids) x d`` floats, row-major, newest first,
@@ -35,6 +43,22 @@ from infra.errors import FeatureError
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_COLUMNS = ["user_id", "hist_item_ids", "last_event_ts", "event_timestamp"]
+TIME_RESOLUTION = pd.Timedelta(microseconds=1)  # Feast stores and joins timestamps to the microsecond
+
+
+def lookup_time(ts: pd.Series) -> pd.Series:
+    """The instants at which features are looked up for events at ``ts``: strictly before each one.
+
+    Args:
+        ts: event times (UTC, any unit).
+
+    Returns:
+        ``ts`` floored to the microsecond minus one microsecond, as ``datetime64[us, UTC]``: a
+        point-in-time join with ``<=`` at this instant sees every row stamped before ``ts`` and none
+        stamped at or after it.
+    """
+    floored = pd.to_datetime(ts, utc=True).dt.floor("us").astype("datetime64[us, UTC]")
+    return floored - TIME_RESOLUTION
 
 
 @dataclass(frozen=True)

@@ -40,4 +40,12 @@ USER_SCHEMA = pa.schema([
     (TS_FIELD, _TS),
 ])
 VIEW_SCHEMAS: dict[str, pa.Schema] = {ITEM_VIEW: ITEM_SCHEMA, USER_VIEW: USER_SCHEMA}
+
+# When a part file's row was written: Feast's created_timestamp_column. Two rows of one entity with
+# the same event_timestamp (two behaviors in the same second, a re-indexed item) are told apart by
+# it, so a point-in-time join takes the one written last - the state the online store holds -
+# instead of either at random.
+CREATED_FIELD = "created_ts"
+PART_SCHEMAS: dict[str, pa.Schema] = {
+    view: schema.append(pa.field(CREATED_FIELD, _TS)) for view, schema in VIEW_SCHEMAS.items()}
 VIEW_KEYS: dict[str, str] = {ITEM_VIEW: "item_id", USER_VIEW: "user_id"}

@@ -31,9 +31,11 @@ from feast.types import Array, Float32, Int64
 from feature_repo.data_sources import offline_dir, repo_dir
 from feature_repo.definitions import build_definitions
 from feature_repo.schema import (
+    CREATED_FIELD,
     ITEM_COLUMNS,
     ITEM_SCHEMA,
     ITEM_VIEW,
+    PART_SCHEMAS,
     SERVING_SERVICE,
     TRAINING_SERVICE,
     TS_FIELD,
@@ -54,6 +56,7 @@ __all__ = [
     "read_offline", "render_feature_store_yaml", "to_arrow", "write_online_items", "write_online_users",
 ]
 
+_TS_US = pa.timestamp("us", tz="UTC")
 _EMPTY_PART = "part-00000000000000000000-empty.parquet"
 
 
@@ -95,7 +98,7 @@ def render_feature_store_yaml(cfg: MmadsConfig) -> Path:
 
 def _ensure_offline_dirs(cfg: MmadsConfig) -> None:
     """Create each view's part directory with an empty, typed part (a glob must match a file)."""
-    for view, schema in VIEW_SCHEMAS.items():
+    for view, schema in PART_SCHEMAS.items():
         folder = offline_dir(cfg, view)
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / _EMPTY_PART).exists():
@@ -161,8 +164,26 @@ def to_arrow(view: str, df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
 
 
+_last_created_us = 0
+
+
+def _created_stamps(n: int) -> pa.Array:
+    """``n`` write times, one microsecond apart and after every earlier stamp of this process.
+
+    Row order is apply order (a job appends its snapshots in the order it folded the events), so a
+    later row of an entity always has the later stamp, even within one part file.
+    """
+    global _last_created_us
+    start = max(time.time_ns() // 1000, _last_created_us + 1)
+    _last_created_us = start + max(n - 1, 0)
+    return pa.array(np.arange(start, start + n, dtype=np.int64), type=pa.int64()).cast(_TS_US)
+
+
 def append_offline(cfg: MmadsConfig, view: str, df: pd.DataFrame | pa.Table) -> Path:
     """Append ``df`` to the offline data of ``view`` as one new part file (tmp + rename).
+
+    Each row is stamped with its write time (:data:`~feature_repo.schema.CREATED_FIELD`), which
+    breaks ties between rows of one entity with equal event times in point-in-time joins.
 
     Args:
         cfg: the configuration (where the repo lives).
@@ -179,6 +200,7 @@ def append_offline(cfg: MmadsConfig, view: str, df: pd.DataFrame | pa.Table) -> 
         table = df.select(VIEW_SCHEMAS[view].names).cast(VIEW_SCHEMAS[view])
     else:
         table = to_arrow(view, df)
+    table = table.append_column(CREATED_FIELD, _created_stamps(table.num_rows))
     folder = offline_dir(cfg, view)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
@@ -196,7 +218,7 @@ def read_offline(cfg: MmadsConfig, view: str, columns: list[str] | None = None) 
     if view not in VIEW_SCHEMAS:
         raise FeatureError(f"unknown feature view {view!r}; expected one of {sorted(VIEW_SCHEMAS)}")
     files = sorted(str(p) for p in offline_dir(cfg, view).glob("*.parquet"))
-    dataset = pads.dataset(files, schema=VIEW_SCHEMAS[view], format="parquet")
+    dataset = pads.dataset(files, schema=PART_SCHEMAS[view], format="parquet")
     return dataset.to_table(columns=columns).to_pandas()
 
 

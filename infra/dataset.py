@@ -10,12 +10,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from infra.errors import DatasetError
+
+if TYPE_CHECKING:
+    from infra.config import MmadsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +256,16 @@ def load_dataset(root: str | Path, *, decode_images: bool = False) -> Dataset:
         root, len(ds.items), len(ds.behaviors), len(ds.impressions), len(ds.queries),
     )
     return ds
+
+
+def dataset_cut(dataset: Dataset, cfg: MmadsConfig) -> pd.Timestamp:
+    """The dataset's one train/test cut: ``data.cut_time``, else ``data.cut_quantile`` of impression times.
+
+    Every stage that fits anything takes its cut from here (the ``validate`` stage records it as
+    ``data.cut_time``): SCL query pairs and their hard negatives, the CTR models and LightGBM (with
+    their validation slices before it), the retrieval evaluation.
+    """
+    return time_cut(dataset.impressions, cfg.data.cut_quantile, cfg.data.cut_time)
 
 
 def time_cut(

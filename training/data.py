@@ -95,20 +95,25 @@ def _created_at(frame: pd.DataFrame, item_vectors: pd.DataFrame | None) -> pd.Se
     return created
 
 
-def time_split(frame: pd.DataFrame, cfg: MmadsConfig, item_vectors: pd.DataFrame | None = None) -> TimeSplit:
+def time_split(frame: pd.DataFrame, cfg: MmadsConfig, item_vectors: pd.DataFrame | None = None, *,
+               cut: pd.Timestamp | None = None) -> TimeSplit:
     """Split a training-set frame by time and flag new items in the test part.
 
     Args:
         frame: the training set, sorted by ``ts``.
         cfg: configuration (``data.cut_quantile``, ``data.cut_time``, ``model.ctr.validation_fraction``).
         item_vectors: optional item table whose ``created_at`` fills null ``item_created_at``.
+        cut: the dataset's cut (:func:`infra.dataset.dataset_cut`, recorded by ``validate``); when
+            None, ``data.cut_time`` or the quantile of the frame's ``ts`` (one row per impression,
+            so the same instant up to the microsecond flooring of the training set).
 
     Returns:
         The split. Raises DatasetError when the train or test part is empty.
     """
-    # time_cut reads ts as int64 nanoseconds: hand it ns (the contract's timestamps are us)
-    ts_ns = frame[["ts"]].astype("datetime64[ns, UTC]")
-    cut = time_cut(ts_ns, cfg.data.cut_quantile, cfg.data.cut_time)
+    if cut is None:
+        # time_cut reads ts as int64 nanoseconds: hand it ns (the contract's timestamps are us)
+        ts_ns = frame[["ts"]].astype("datetime64[ns, UTC]")
+        cut = time_cut(ts_ns, cfg.data.cut_quantile, cfg.data.cut_time)
     train = frame[frame["ts"] < cut].reset_index(drop=True)
     test = frame[frame["ts"] > cut].reset_index(drop=True)
     dropped = len(frame) - len(train) - len(test)

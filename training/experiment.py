@@ -79,9 +79,12 @@ def _check_same_encoder(frame: pd.DataFrame, lookup: ItemVectorLookup, sample: i
             "or rebuild the training set")
 
 
-def _prepare(train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: MmadsConfig) -> _Prepared:
+def _prepare(train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: MmadsConfig,
+             cut: pd.Timestamp | None, holdout: str) -> _Prepared:
     frame = load_training_set(train_set, cfg.model.n_tiers)
-    split = time_split(frame, cfg, item_vectors)
+    split = time_split(frame, cfg, item_vectors, cut=cut)
+    if holdout == "validation":  # the validation slice plays the test: fit before it, never read the test
+        split = time_split(split.train, cfg, item_vectors, cut=split.valid_start)
     vocab = IdVocab.fit(split.train, min_item_count=MIN_ITEM_COUNT)
     lookup = ItemVectorLookup.from_frame(item_vectors)
     _check_same_encoder(frame, lookup)
@@ -161,6 +164,7 @@ def _metrics(test: pd.DataFrame, runs: _Runs, n_boot: int, seed: int) -> dict[st
 def train_and_evaluate(
     train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: MmadsConfig, out_dir: Path, *,
     models: Sequence[str] = ALL_MODELS, seeds: int | None = None, progress: bool = True,
+    cut: pd.Timestamp | None = None, holdout: str = "test",
 ) -> dict[str, Any]:
     """Train and evaluate the ablation; write artifacts, ``ctr_report.json``/``.md`` and plots.
 
@@ -176,6 +180,12 @@ def train_and_evaluate(
         models: which of ``id_only, simtier, make, make_ft, simtier_make, lightgbm`` to run.
         seeds: number of seeds (default ``cfg.model.ctr.seeds``); seed i is ``cfg.model.seed + i``.
         progress: show progress bars.
+        cut: the dataset's one time cut (:func:`infra.dataset.dataset_cut`); None computes it from
+            ``cfg.data`` and the training set's impression times.
+        holdout: ``"test"`` scores the rows after the cut; ``"validation"`` scores the validation
+            slice (the last ``validation_fraction`` of the rows before the cut) with models fitted on
+            the rows before it, and never reads a row at or after the cut ("new" items are then those
+            created after the slice starts).
 
     Returns:
         The report's "ctr" section: per model ``auc``, ``gauc``, ``auc_new``, ``gauc_new``,
@@ -183,13 +193,15 @@ def train_and_evaluate(
         ``gauc_delta_ci`` and ``gauc_new_delta_ci`` (95% bootstrap CIs, [lo, hi]); for the torch models
         when lightgbm ran, ``gauc_delta_vs_lightgbm_ci`` and ``gauc_new_delta_vs_lightgbm_ci``.
     """
+    if holdout not in ("test", "validation"):
+        raise ConfigError(f"holdout must be 'test' or 'validation', got {holdout!r}")
     unknown = [m for m in models if m not in ALL_MODELS]
     if unknown or not models:
         raise ConfigError(f"unknown CTR models {unknown}; choose from {list(ALL_MODELS)}")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     n_seeds = seeds or cfg.model.ctr.seeds
     start = time.perf_counter()
-    prep = _prepare(train_set, item_vectors, cfg)
+    prep = _prepare(train_set, item_vectors, cfg, cut, holdout)
     runs = _Runs()
     out_dir = Path(out_dir)
     for i in tqdm(range(n_seeds), desc="seeds", disable=not progress or n_seeds == 1):
@@ -200,7 +212,8 @@ def train_and_evaluate(
     meta = {
         "cut": str(split.cut), "valid_start": str(split.valid_start), "n_train": len(split.train),
         "n_fit": prep.n_fit, "n_test": len(split.test), "n_test_new": int(split.test["is_new"].sum()),
-        "seeds": n_seeds, "bootstrap": cfg.model.ctr.bootstrap, "seconds": time.perf_counter() - start,
+        "holdout": holdout, "seeds": n_seeds, "bootstrap": cfg.model.ctr.bootstrap,
+        "seconds": time.perf_counter() - start,
     }
     first = {m: p[0] for m, p in runs.proba.items()}
     write_report(out_dir, section, meta, runs.logs, split.test["clicked"].to_numpy(), first)

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 from tqdm import tqdm
 
-from feature_repo.history import ItemVectors, history_snapshots
+from feature_repo.history import ItemVectors, history_snapshots, lookup_time
 from feature_repo.schema import ITEM_VIEW, TRAINING_SERVICE, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier_from_table
 from feature_repo.store import append_offline, read_offline, write_online_items, write_online_users
@@ -182,15 +182,18 @@ def materialize_from_dataset(
 
 
 def _entity_frame(impressions: pd.DataFrame) -> pd.DataFrame:
-    """The Feast entity frame: user_id, item_id, event_timestamp (floored to us) and a row number."""
+    """The Feast entity frame: user_id, item_id, the lookup time and a row number.
+
+    The lookup time is :func:`~feature_repo.history.lookup_time` of the impression's ``ts``: the
+    features of an impression at t come from rows stamped strictly before t.
+    """
     missing = {"user_id", "item_id", "ts"} - set(impressions.columns)
     if missing:
         raise FeatureError(f"impressions lack columns {sorted(missing)}")
-    ts = pd.to_datetime(impressions["ts"], utc=True).dt.floor("us").astype("datetime64[us, UTC]")
     return pd.DataFrame({
         "user_id": impressions["user_id"].to_numpy(np.int64),
         "item_id": impressions["item_id"].to_numpy(np.int64),
-        "event_timestamp": ts.reset_index(drop=True),
+        "event_timestamp": lookup_time(impressions["ts"]).reset_index(drop=True),
         "_row": np.arange(len(impressions), dtype=np.int64),
     })
 
@@ -264,7 +267,7 @@ def _output_table(cfg: MmadsConfig, chunk: pd.DataFrame, table: pa.Table, vector
     columns = {
         "user_id": pa.array(chunk["user_id"].to_numpy(np.int64)),
         "item_id": pa.array(chunk["item_id"].to_numpy(np.int64)),
-        "ts": table.column("event_timestamp").cast(_TS),
+        "ts": pa.array(pd.to_datetime(chunk["ts"], utc=True).dt.floor("us"), type=_TS),
         "clicked": pa.array(chunk["clicked"].to_numpy(np.int8)),
         "category": table.column("category").cast(pa.string()),
         "item_created_at": table.column("created_at").cast(_TS),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from infra.dataset import validate_dataset
 from infra.errors import DatasetError
+from mmads.datagen.regimes import REGIMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--click-functional-weight", type=float, default=None, metavar="W",
                      help="weight of the functional facets (material, style, use) in the similarity "
                           "that drives ad clicks; appearance facets weigh 1 (default 0.2; 1 = plain "
-                          "cosine, the generator before session 7)")
+                          "cosine)")
+    gen.add_argument("--regime", choices=sorted(REGIMES), default="default",
+                     help="the world's sizes and ID-level effects: default (a young marketplace, ~21 "
+                          "impressions per item) or production (~300 training impressions per item, "
+                          "long-tailed popularity, a user-item taste only IDs can learn); see docs/regimes.md")
     gen.set_defaults(handler=_generate)
     val = verbs.add_parser("validate", help="check a dataset directory; exit 1 listing every problem")
     val.add_argument("dir", type=Path)
@@ -32,13 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from mmads.datagen import generate_dataset
+    from mmads.datagen.regimes import get_regime
     from mmads.datagen.simulate import ClickModel
 
+    regime = get_regime(args.regime)
     click = None if args.click_functional_weight is None else ClickModel(
-        functional_weight=args.click_functional_weight)
+        functional_weight=args.click_functional_weight, taste_weight=regime.taste_weight)
     summary = generate_dataset(
         args.out, seed=args.seed, scale=args.scale, image_size=args.image_size, images=not args.no_images,
-        click_model=click,
+        click_model=click, regime=regime.name,
     )
     print(
         f"wrote {args.out}: {summary.items} items, {summary.users} users, {summary.behaviors} behaviors, "

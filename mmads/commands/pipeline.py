@@ -10,6 +10,7 @@ from mmads.commands.common import config_of
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``run`` and ``demo`` verbs."""
+    from mmads.datagen.regimes import REGIMES
     from mmads.pipeline import STAGE_NAMES
 
     for name, helptext in (
@@ -23,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--scale", type=float, default=1.0)
             p.add_argument("--no-images", action="store_true", help="generate a text-only dataset")
+            p.add_argument("--regime", choices=REGIMES, default="default",
+                           help="the generated world: default (young marketplace) or production "
+                                "(strong ID signal, docs/regimes.md)")
         p.add_argument("--out", required=True, type=Path, help="run directory")
         p.add_argument("--from-stage", choices=STAGE_NAMES, help="rerun from this stage on")
         p.add_argument("--keep-running", action="store_true", help="leave the stack and service up")
@@ -49,7 +53,8 @@ def _demo(args: argparse.Namespace) -> int:
         cfg = cfg.with_overrides(profile=args.profile)
     data = args.out / "data"
     if not (data / "items.parquet").is_file():
-        summary = generate_dataset(data, seed=args.seed, scale=args.scale, images=not args.no_images)
+        summary = generate_dataset(data, seed=args.seed, scale=args.scale, images=not args.no_images,
+                                   regime=args.regime)
         print(f"[generate] wrote {data}: {summary.items} items, {summary.users} users, "
               f"{summary.impressions} impressions ({summary.seconds:.0f}s)")
     else:

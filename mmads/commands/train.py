@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="SCL model directory for item vectors (default: frozen encoder)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--seeds", type=int, help="seeds to average over (default: config model.ctr.seeds)")
+    p.add_argument("--holdout", choices=("test", "validation"), default="test",
+                   help="what the models are scored on: the test period after the cut (default), or the "
+                        "validation slice at the end of the training period (fitted on the rows before it; "
+                        "for tuning and for designing a data regime without looking at the test period)")
     p.set_defaults(handler=_train)
 
 
@@ -30,7 +34,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from encoders import ItemEncoder, pretrained_encoder
     from feature_repo.store import apply_repo
-    from infra.dataset import load_dataset
+    from infra.dataset import dataset_cut, load_dataset
     from mmads.commands.common import format_table
     from mmads.report import CTR_HEADERS, ctr_rows
     from training.experiment import train_and_evaluate
@@ -50,7 +54,8 @@ def _train(args: argparse.Namespace) -> int:
         materialize_from_dataset(cfg, store, ds.behaviors, ds.items, item_vectors[["item_id", "emb"]], progress=True)
         train_set = args.out / "training_set.parquet"
         build_training_set(cfg, store, ds.impressions, train_set)
-    section = train_and_evaluate(train_set, item_vectors, cfg, args.out, models=args.models, seeds=args.seeds)
+    section = train_and_evaluate(train_set, item_vectors, cfg, args.out, models=args.models, seeds=args.seeds,
+                                 cut=dataset_cut(ds, cfg), holdout=args.holdout)
     (args.out / "report.json").write_text(json.dumps({"ctr": section}, indent=2, default=str))
     print(format_table(CTR_HEADERS, ctr_rows(section)))
     print(f"wrote {args.out / 'report.json'} and {args.out / 'ctr_report.md'}")

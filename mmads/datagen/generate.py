@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from mmads.datagen import tables
 from mmads.datagen.images import render_image, save_png
 from mmads.datagen.latent import World, make_world, sample_facet_groups
 from mmads.datagen.queries import Queries, make_queries
+from mmads.datagen.regimes import REGIMES, Regime
 from mmads.datagen.simulate import (
     ACTIONS,
     US_PER_DAY,
@@ -45,8 +46,6 @@ logger = logging.getLogger(__name__)
 
 START = pd.Timestamp("2024-03-01", tz="UTC")
 DAYS = 45
-BASE_ITEMS = 4000
-BASE_USERS = 2000
 NEW_ITEM_SHARE = 0.2
 CATALOGUE_DAYS = 90  # items existing before the first day were created within this many days
 
@@ -168,6 +167,28 @@ def _write_truth(out: Path, items: _Items, users: Users, sessions: Sessions, cli
         "interest_categories": [[CATEGORIES[int(c)][0] for c in cs] for cs in users.categories]},
         tables.USERS_TRUTH)
     (out / tables.TRUTH_DIR / "click_model.json").write_text(json.dumps(asdict(click_model), indent=2) + "\n")
+    if items.catalogue.taste is not None and users.taste is not None:
+        np.savez_compressed(out / tables.TRUTH_DIR / "taste.npz", items=items.catalogue.taste,
+                            users=users.taste)
+
+
+def _id_level_effects(seed: int, regime: Regime, items: _Items, users: Users) -> tuple[_Items, Users]:
+    """The regime's long-tailed popularity and hidden taste factors, from a generator of their own.
+
+    Drawn apart from the main stream so that a regime without them draws exactly what it always did.
+    Each taste component is N(0, r^-1/2), so ``<user_taste, item_taste>`` has unit variance.
+    """
+    if not regime.popularity_sigma and not regime.taste_dim:
+        return items, users
+    side = np.random.default_rng([seed, 7])
+    n_items, n_users = len(items.titles), len(users.weights)
+    popularity = np.exp(regime.popularity_sigma * side.normal(size=n_items))
+    scale = regime.taste_dim ** -0.25 if regime.taste_dim else 0.0
+    item_taste = side.normal(0.0, scale, size=(n_items, regime.taste_dim)) if regime.taste_dim else None
+    user_taste = side.normal(0.0, scale, size=(n_users, regime.taste_dim)) if regime.taste_dim else None
+    cat = items.catalogue
+    catalogue = Catalogue.build(cat.latents, cat.quality, cat.created_us, popularity=popularity, taste=item_taste)
+    return replace(items, catalogue=catalogue), replace(users, taste=user_taste)
 
 
 def _summary(items: _Items, events: Events, queries: Queries, n_users: int, cut: pd.Timestamp,
@@ -185,41 +206,50 @@ def _summary(items: _Items, events: Events, queries: Queries, n_users: int, cut:
 
 def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 64,
                      images: bool = True, progress: bool = True,
-                     click_model: ClickModel | None = None) -> GenerationSummary:
+                     click_model: ClickModel | None = None, regime: str = "default") -> GenerationSummary:
     """Generate the synthetic marketplace into a dataset directory.
 
     Args:
         out: the dataset directory (created; earlier generated files in it are replaced).
         seed: the random seed; the same seed gives the same tables.
-        scale: multiplies items, users and so events (1.0: ~4,000 items, 2,000 users).
+        scale: multiplies items, users and so events (1.0: the regime's sizes; 4,000 items and 2,000
+            users in the default regime).
         image_size: width and height of the PNGs in pixels.
         images: write images; False writes a text-only dataset (all image paths null).
         progress: show progress bars.
         click_model: the click-probability coefficients (default :class:`ClickModel`); only the
-            ``clicked`` labels depend on it. Recorded in ``_truth/click_model.json``.
+            ``clicked`` labels depend on it. Recorded in ``_truth/click_model.json``. Its
+            ``taste_weight`` is the regime's when the model is not given.
+        regime: the world's regime (:data:`mmads.datagen.regimes.REGIMES`): ``default`` or
+            ``production``. Recorded in ``_truth/regime.json``.
 
     Returns:
         Counts, the time cut and the new-item shares.
 
     Raises:
-        DatasetError: ``scale`` or ``image_size`` is out of range.
+        DatasetError: ``scale`` or ``image_size`` is out of range, or the regime is unknown.
     """
     if not scale > 0 or image_size < 8:
         raise DatasetError(f"scale must be > 0 and image_size >= 8, got scale={scale}, image_size={image_size}")
-    click_model = click_model or ClickModel()
+    if regime not in REGIMES:
+        raise DatasetError(f"unknown regime '{regime}'; choose from {sorted(REGIMES)}")
+    world_regime = REGIMES[regime]
+    click_model = click_model or ClickModel(taste_weight=world_regime.taste_weight)
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables.clear_outputs(out)
     rng = np.random.default_rng(seed)
-    n_items, n_users = max(60, round(BASE_ITEMS * scale)), max(30, round(BASE_USERS * scale))
+    n_items, n_users = max(60, round(world_regime.items * scale)), max(30, round(world_regime.users * scale))
     start_us = START.value // 1000
     end_us = start_us + DAYS * US_PER_DAY
     world = make_world(rng)
-    sessions = plan_sessions(rng, n_users, start_us, DAYS)
+    sessions = plan_sessions(rng, n_users, start_us, DAYS, sessions_per_day=world_regime.sessions_per_day,
+                             ads_per_session=world_regime.ads_per_session)
     cut = time_cut(pd.DataFrame({"ts": _ts(sessions.impression_ts())}), 0.8)
     items = _make_items(rng, world, n_items, start_us, cut.value // 1000, end_us)
     users = make_users(rng, world, n_users, DAYS)
+    items, users = _id_level_effects(seed, world_regime, items, users)
     events = simulate_events(rng, items.catalogue, sessions, users, start_us, model=click_model,
                              progress=progress)
     purchases = events.behaviors[events.behaviors[:, 2] == ACTIONS.index("purchase")][:, [1, 3]]
@@ -231,6 +261,7 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
         item_paths = list(rendered)
     _write_dataset(out, items, events, queries, item_paths, query_paths)
     _write_truth(out, items, users, sessions, click_model)
+    (out / tables.TRUTH_DIR / "regime.json").write_text(json.dumps(asdict(world_regime), indent=2) + "\n")
     summary = _summary(items, events, queries, n_users, cut, time.perf_counter() - t0)
     logger.info("generated %s: %s", out, summary)
     return summary

@@ -81,7 +81,8 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
     from training.experiment import train_and_evaluate
 
     vectors = item_vectors(ctx)
-    section = train_and_evaluate(ctx.run_dir / TRAINING_SET, vectors, ctx.cfg, ctx.run_dir / "ctr")
+    cut = pd.Timestamp(ctx.result("validate")["cut_time"])
+    section = train_and_evaluate(ctx.run_dir / TRAINING_SET, vectors, ctx.cfg, ctx.run_dir / "ctr", cut=cut)
     return {"ctr": section}
 
 

@@ -73,7 +73,7 @@ def _cfg(state_dir: Path, **feast: object) -> MmadsConfig:
 
 def _history_at(behaviors: pd.DataFrame, user: int, t: pd.Timestamp) -> tuple[int, ...]:
     state = HistoryState.empty(N)
-    for r in behaviors[(behaviors.user_id == user) & (behaviors.ts <= t)].sort_values("ts").itertuples():
+    for r in behaviors[(behaviors.user_id == user) & (behaviors.ts < t)].sort_values("ts").itertuples():
         state, _ = step(state, BehaviorEvent(r.user_id, r.item_id, r.action, r.ts))
     return state.item_ids
 
@@ -183,7 +183,7 @@ def _replay_and_compare(cfg: MmadsConfig, store, data, training_df: pd.DataFrame
     for idx in order:
         row = training_df.loc[idx]
         pending = []
-        while nxt < len(beh) and beh.ts[nxt] <= row.ts:
+        while nxt < len(beh) and beh.ts[nxt] < row.ts:
             e = beh.iloc[nxt]
             states[e.user_id], snap = step(states.get(e.user_id, HistoryState.empty(N)),
                                            BehaviorEvent(e.user_id, e.item_id, e.action, e.ts))
@@ -273,7 +273,8 @@ def test_fast_online_write_reads_back_like_feasts_own_write(repo):
                                     (ITEM_VIEW, "item_id", items, ["emb", "category", "created_at"])):
         feast_ids = list(range(900_000, 900_000 + len(frame)))
         fast_ids = list(range(910_000, 910_000 + len(frame)))
-        store.write_to_online_store(view, to_arrow(view, frame.assign(**{key: feast_ids})).to_pandas())
+        feasts = to_arrow(view, frame.assign(**{key: feast_ids})).to_pandas().assign(created_ts=ts)
+        store.write_to_online_store(view, feasts)  # Feast's write wants the created_timestamp_column
         write_online_rows(store, view, frame.assign(**{key: fast_ids}))
         refs = [f"{view}:{n}" for n in names]
         a = store.get_online_features(features=refs, entity_rows=[{key: i} for i in feast_ids]).to_dict()
@@ -322,7 +323,7 @@ def test_redis_online_store_round_trip(tmp_path, data, redis_conn):
     materialize_from_dataset(cfg, store, data["behaviors"], data["items"], data["vectors"], online=True)
     reader = OnlineFeatureReader(store, cfg)
     vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
-    end = data["behaviors"]["ts"].max()
+    end = data["behaviors"]["ts"].max() + pd.Timedelta(microseconds=1)  # the state after every behavior
     for user in (1, 2):
         hist = _history_at(data["behaviors"], user, end)
         got = reader.read(user, [1, 2, NO_VECTOR_ITEM])

@@ -76,6 +76,7 @@ def _feast_roundtrip(cfg: MmadsConfig) -> list[str | None]:
     df = pd.DataFrame({
         "item_id": [11, 12], "emb": [np.ones(cfg.model.dim, "float32").tolist()] * 2,
         "category": ["shoes", "bags"], "created_at": [now, now], "event_timestamp": [now, now],
+        "created_ts": [now, now],  # Feast's own write wants the sources' created_timestamp_column
     })
     store.write_to_online_store("item_embeddings", df)
     out = store.get_online_features(features=["item_embeddings:category"],

@@ -64,7 +64,15 @@ def make_dataset(root: Path, *, images: bool = True, seed: int = 0) -> Dataset:
     queries = _queries(rng, items)
     items = items[["item_id", "title", "category", "image_path", "created_at"]]
     empty = pd.DataFrame({"user_id": pd.Series(dtype="int64"), "item_id": pd.Series(dtype="int64")})
-    return Dataset(root=root, items=items, behaviors=empty, impressions=empty, queries=queries)
+    return Dataset(root=root, items=items, behaviors=empty, impressions=impressions_at(queries["ts"]),
+                   queries=queries)
+
+
+def impressions_at(ts: pd.Series) -> pd.DataFrame:
+    """One impression at each given time: the dataset's time cut is then the quantile of ``ts``."""
+    n = len(ts)
+    return pd.DataFrame({"user_id": np.ones(n, np.int64), "item_id": np.zeros(n, np.int64),
+                         "clicked": np.zeros(n, np.int8), "ts": ts.to_numpy()})
 
 
 def small_config(**scl: object) -> MmadsConfig:

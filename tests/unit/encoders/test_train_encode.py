@@ -18,7 +18,7 @@ from tests.unit.encoders.conftest import make_dataset, small_config
 def _train_recall(enc: ItemEncoder, ds: Dataset, cfg: MmadsConfig, cache: Path) -> float:
     items, queries = dataset_features(ds, cfg, cache, progress=False)
     pairs = build_pairs(ds.items, ds.queries, items, queries)
-    rows, _, _ = split_by_time(ds.queries, cfg)
+    rows, _, _ = split_by_time(ds, cfg)
     sub = pairs.subset(rows)
     return retrieval_metrics(enc.encode_features(sub.queries), enc.encode_features(items), sub.pos_rows)["recall@10"]
 

@@ -1,11 +1,13 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from feature_repo.definitions import build_definitions
 from feature_repo.on_demand import make_simtier_udf, simtier_from_lists
+from feature_repo.schema import CREATED_FIELD
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from feature_repo.store import (
     USER_SCHEMA,
@@ -51,10 +53,11 @@ def test_append_offline_writes_parts_with_exact_schema(cfg):
     p1 = append_offline(cfg, "user_behavior", rows)
     p2 = append_offline(cfg, "user_behavior", rows.iloc[:1])
     assert p1 != p2
-    assert pq.read_schema(p1).equals(USER_SCHEMA)
+    assert pq.read_schema(p1).equals(USER_SCHEMA.append(pa.field(CREATED_FIELD, pa.timestamp("us", tz="UTC"))))
     assert not list(p1.parent.glob("*.tmp"))
     back = read_offline(cfg, "user_behavior")
     assert len(back) == 3
+    assert back[CREATED_FIELD].is_monotonic_increasing and back[CREATED_FIELD].is_unique  # write order
     assert back["last_event_ts"].iloc[0] == T0 + pd.Timedelta(microseconds=1)  # floored to us
     with pytest.raises(FeatureError, match="lack columns"):
         append_offline(cfg, "user_behavior", rows.drop(columns=["hist_emb_flat"]))
