@@ -156,6 +156,7 @@ class CTRConfig(_Section):
     id_epochs: int = Field(default=1, ge=1)
     make_epochs: int = Field(default=8, ge=1)
     make_patience: int = Field(default=2, ge=1)
+    epoch_study: int = Field(default=3, ge=0)  # id_only epochs in the one-epoch study (0: skip it)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     seeds: int = Field(default=1, ge=1)
     bootstrap: int = Field(default=200, ge=10)

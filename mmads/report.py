@@ -164,6 +164,9 @@ def write_report(report: dict[str, Any], run_dir: Path, *, extras: Mapping[str, 
     if rows:
         md.append("\n## CTR ablation (test period after the cut)\n")
         md.append(_md_table(CTR_HEADERS, rows))
+        from training.report import slice_markdown  # the cold-start tables, as in ctr_report.md
+
+        md.extend(slice_markdown(report.get("ctr", {})))
     for section in ("scl", "freshness", "parity", "serving", "retrieval", "counts", "timings"):
         sec = report.get(section)
         if isinstance(sec, Mapping) and sec:

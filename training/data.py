@@ -122,6 +122,7 @@ def time_split(frame: pd.DataFrame, cfg: MmadsConfig, item_vectors: pd.DataFrame
     if train.empty or test.empty:
         raise DatasetError(f"time split at {cut} leaves {len(train)} train and {len(test)} test rows")
     created = _created_at(test, item_vectors)
+    test["item_created_at"] = created
     test["is_new"] = (created > cut).fillna(False).to_numpy(bool)
     ts = train["ts"].astype("datetime64[ns, UTC]").astype("int64").to_numpy()
     q = 1.0 - cfg.model.ctr.validation_fraction

@@ -29,7 +29,8 @@ from training.models.ctr import MAKE, MAKE_MODELS, TORCH_MODELS, model_config
 from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
 from training.models.ranker import save_model
 from training.report import write_report
-from training.trainer import TrainingLog, fit_ctr_model, fit_make, predict_proba
+from training.slices import sliced_metrics
+from training.trainer import TrainingLog, epoch_curve, fit_ctr_model, fit_make, predict_proba
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class _Runs:
     proba: dict[str, list[np.ndarray]] = field(default_factory=dict)
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    epochs: dict[str, dict[str, Any]] = field(default_factory=dict)  # the one-epoch study (first seed)
 
     def add(self, name: str, proba: np.ndarray, log: dict[str, Any], seconds: float) -> None:
         self.proba.setdefault(name, []).append(proba)
@@ -96,17 +98,34 @@ def _prepare(train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: Mm
     return _Prepared(split, vocab, build(split.train), build(split.test), n_fit, lookup.dim)
 
 
+def _epoch_study(prep: _Prepared, cfg: MmadsConfig, seed: int) -> dict[str, Any]:
+    """id_only trained 1..``epoch_study`` epochs on the fit rows: AUC on the validation slice and the test."""
+    ctr = cfg.model.ctr
+    mc = model_config("id_only", prep.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
+                      n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim)
+    fit, valid = prep.train.select(slice(0, prep.n_fit)), prep.train.select(slice(prep.n_fit, None))
+    curves = epoch_curve(mc, fit, {"valid": valid, "test": prep.test}, ctr, seed=seed, epochs=ctr.epoch_study)
+    return {"epochs": list(range(1, ctr.epoch_study + 1)), "valid_auc": curves["valid"], "test_auc": curves["test"]}
+
+
 def _train_seed(prep: _Prepared, cfg: MmadsConfig, models: Sequence[str], seed: int, runs: _Runs,
                 save_dir: Path | None, progress: bool) -> None:
     ctr = cfg.model.ctr
     make: MAKE | None = None
     make_log = TrainingLog()
+    study = save_dir is not None and ctr.epoch_study > 0  # the first seed only
+    if study and "id_only" in models:
+        runs.epochs["id_only"] = _epoch_study(prep, cfg, seed)
     if any(m in MAKE_MODELS for m in models):
         mc = model_config("make", prep.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
                           n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim)
         assert mc.make is not None  # "make" always carries a MAKE part
         fit, valid = prep.train.select(slice(0, prep.n_fit)), prep.train.select(slice(prep.n_fit, None))
-        make, make_log = fit_make(fit, valid, mc.make, ctr, seed=seed, progress=progress)
+        make, make_log = fit_make(fit, valid, mc.make, ctr, seed=seed, progress=progress,
+                                  probe=prep.test if study else None)
+        if study:
+            runs.epochs["make"] = {"epochs": list(range(1, make_log.epochs + 1)), "valid_auc": make_log.val_auc,
+                                   "test_auc": make_log.probe_auc, "best_epoch": make_log.best_epoch}
     for name in models:
         if name == "lightgbm":
             res = fit_lightgbm(prep.split, cfg.model.n_tiers, ctr, seed=seed)
@@ -131,7 +150,8 @@ def _per_user(test: pd.DataFrame, proba: np.ndarray, rows: np.ndarray) -> PerUse
     return per_user_auc(test["user_id"].to_numpy()[rows], test["clicked"].to_numpy()[rows], proba[rows])
 
 
-def _metrics(test: pd.DataFrame, runs: _Runs, n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+def _metrics(test: pd.DataFrame, train: pd.DataFrame, runs: _Runs, n_boot: int,
+             seed: int) -> dict[str, dict[str, Any]]:
     y = test["clicked"].to_numpy()
     new = test["is_new"].to_numpy(bool)
     every = np.ones(len(test), dtype=bool)
@@ -158,6 +178,11 @@ def _metrics(test: pd.DataFrame, runs: _Runs, n_boot: int, seed: int) -> dict[st
                 pairs = [pu[k] for pu in per_user[name]], [pu[k] for pu in per_user[base]]
                 row[key] = list(bootstrap_gauc_delta(*pairs, n_resamples=n_boot, seed=seed))
         out[name] = row
+    for name, sliced in sliced_metrics(test, train, runs.proba, n_boot=n_boot, seed=seed).items():
+        out[name].update(sliced)
+    for name, curve in runs.epochs.items():
+        if name in out:
+            out[name]["auc_by_epoch"] = curve
     return out
 
 
@@ -191,7 +216,12 @@ def train_and_evaluate(
         The report's "ctr" section: per model ``auc``, ``gauc``, ``auc_new``, ``gauc_new``,
         ``logloss``, ``gauc_std``, ``train_seconds``, ``gauc_ci``, ``gauc_new_ci`` and, when id_only ran,
         ``gauc_delta_ci`` and ``gauc_new_delta_ci`` (95% bootstrap CIs, [lo, hi]); for the torch models
-        when lightgbm ran, ``gauc_delta_vs_lightgbm_ci`` and ``gauc_new_delta_vs_lightgbm_ci``.
+        when lightgbm ran, ``gauc_delta_vs_lightgbm_ci`` and ``gauc_new_delta_vs_lightgbm_ci``. The
+        cold-start curve (:func:`training.slices.sliced_metrics`): ``gauc_by_item_age``,
+        ``gauc_by_train_impressions`` (bucket -> GAUC), ``gauc_gain_by_*`` (bucket -> delta over
+        id_only and CI), ``rows_by_*``. The one-epoch study (``model.ctr.epoch_study`` > 0, first
+        seed): ``id_only.auc_by_epoch`` and ``make.auc_by_epoch`` (``epochs``, ``valid_auc``,
+        ``test_auc``; MAKE's as its early-stopped schedule ran, with ``best_epoch``).
     """
     if holdout not in ("test", "validation"):
         raise ConfigError(f"holdout must be 'test' or 'validation', got {holdout!r}")
@@ -207,7 +237,7 @@ def train_and_evaluate(
     for i in tqdm(range(n_seeds), desc="seeds", disable=not progress or n_seeds == 1):
         _train_seed(prep, cfg, list(models), cfg.model.seed + i, runs,
                     out_dir / "models" if i == 0 else None, progress)
-    section = _metrics(prep.split.test, runs, cfg.model.ctr.bootstrap, cfg.model.seed)
+    section = _metrics(prep.split.test, prep.split.train, runs, cfg.model.ctr.bootstrap, cfg.model.seed)
     split = prep.split
     meta = {
         "cut": str(split.cut), "valid_start": str(split.valid_start), "n_train": len(split.train),

@@ -1,8 +1,10 @@
 """The CTR report: ``ctr_report.json``, the ``ctr_report.md`` ablation table and PNG plots.
 
 Plots: ``gauc_by_model.png`` (GAUC overall and on new items with 95% bootstrap CIs),
-``calibration.png`` (mean prediction vs click rate per decile, first seed) and
-``training_curves.png`` (training loss per model, MAKE's validation AUC per epoch).
+``calibration.png`` (mean prediction vs click rate per decile, first seed),
+``training_curves.png`` (training loss per model, MAKE's validation AUC per epoch),
+``gain_by_item_age.png`` (the cold-start curve: GAUC gain over id_only by item age and by training
+impressions, 95% CIs) and ``epochs.png`` (the one-epoch study: id_only and MAKE AUC per epoch).
 """
 
 from __future__ import annotations
@@ -76,7 +78,34 @@ def ablation_markdown(section: Mapping[str, Mapping[str, Any]], meta: Mapping[st
             f"| {_delta(row, base, 'gauc_new', 'gauc_new_delta_ci')} | {_fmt(row['logloss'])} "
             f"| {_fmt(row['gauc_std'])} | {row['train_seconds']:.1f} |"
         )
+    lines += slice_markdown(section)
     return "\n".join(lines) + "\n"
+
+
+def slice_markdown(section: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The cold-start tables: GAUC (gain over id_only [95% CI]) per bucket and model."""
+    out: list[str] = []
+    for slicing, title in (("item_age", "item age at impression"),
+                           ("train_impressions", "the item's training impressions")):
+        key = f"gauc_by_{slicing}"
+        models = [m for m, row in section.items() if key in row]
+        if not models:
+            continue
+        labels = list(section[models[0]][key])
+        rows = section[models[0]].get(f"rows_by_{slicing}", {})
+        out += ["", f"## GAUC by {title} (gain over id_only [95% CI])", "",
+                "| model | " + " | ".join(f"{lab} ({rows.get(lab, '?')} rows)" for lab in labels) + " |",
+                "| --- |" + " --- |" * len(labels)]
+        for m in models:
+            gains = section[m].get(f"gauc_gain_by_{slicing}", {})
+            cells = []
+            for lab in labels:
+                g = gains.get(lab)
+                tail = "" if g is None or g["delta"] is None else (
+                    f" ({g['delta']:+.4f} [{_fmt(g['ci'][0])}, {_fmt(g['ci'][1])}])")
+                cells.append(_fmt(section[m][key][lab]) + tail)
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
 
 
 def plot_gauc(section: Mapping[str, Mapping[str, Any]], path: Path) -> None:
@@ -154,4 +183,51 @@ def write_report(out_dir: Path, section: Mapping[str, Mapping[str, Any]], meta: 
     plot_gauc(section, out_dir / "gauc_by_model.png")
     plot_calibration(labels, proba, out_dir / "calibration.png")
     plot_training(logs, out_dir / "training_curves.png")
+    if any("gauc_gain_by_item_age" in row for row in section.values()):
+        plot_gain_by_item_age(section, out_dir / "gain_by_item_age.png")
+    if any("auc_by_epoch" in row for row in section.values()):
+        plot_epochs(section, out_dir / "epochs.png")
     logger.info("wrote the CTR report to %s", out_dir)
+
+
+def plot_gain_by_item_age(section: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """GAUC gain over id_only per bucket of item age and of training impressions, 95% CI bars."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, slicing, xlabel in ((axes[0], "item_age", "item age at impression"),
+                                (axes[1], "train_impressions", "item's training impressions")):
+        models = [m for m, row in section.items() if f"gauc_gain_by_{slicing}" in row]
+        for k, m in enumerate(models):
+            gains = section[m][f"gauc_gain_by_{slicing}"]
+            labels = list(gains)
+            x = np.arange(len(labels)) + (k - (len(models) - 1) / 2) * 0.08
+            d = np.array([np.nan if gains[b]["delta"] is None else gains[b]["delta"] for b in labels], float)
+            ci = np.array([[np.nan if v is None else v for v in gains[b]["ci"]] for b in labels], float)
+            err = np.nan_to_num(np.abs(ci - d[:, None]).T)
+            ax.errorbar(x, d, yerr=err, marker="o", capsize=3, label=m)
+            ax.set_xticks(np.arange(len(labels)), labels)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel("GAUC gain over id_only")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_epochs(section: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """AUC on the validation slice and on the test after each epoch: id_only and MAKE's module."""
+    curves = [(m, section[m]["auc_by_epoch"]) for m in ("id_only", "make") if "auc_by_epoch" in section.get(m, {})]
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves, strict=True):
+        for key, label in (("valid_auc", "validation slice"), ("test_auc", "test")):
+            if c.get(key):
+                ax.plot(c["epochs"][:len(c[key])], c[key], marker="o", label=label)
+        if c.get("best_epoch"):
+            ax.axvline(c["best_epoch"], color="grey", ls="--", lw=1, label="kept epoch")
+        ax.set_title("id_only (ID model)" if name == "id_only" else "MAKE (multimodal module)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("AUC")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

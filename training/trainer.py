@@ -70,6 +70,8 @@ class TrainingLog:
         steps, losses: the training curve (mean loss over each LOG_EVERY steps).
         epochs: completed epochs; samples: rows trained on; seconds: wall time in the loops.
         val_auc: validation AUC after each epoch (MAKE pre-training only).
+        probe_auc: AUC on the probe rows after each epoch (MAKE pre-training given a probe; the
+            epoch study's test curve, never used to choose anything).
         best_epoch: the epoch whose weights were kept (MAKE pre-training only).
     """
 
@@ -79,6 +81,7 @@ class TrainingLog:
     samples: int = 0
     seconds: float = 0.0
     val_auc: list[float] = field(default_factory=list)
+    probe_auc: list[float] = field(default_factory=list)
     best_epoch: int = 0
 
     @property
@@ -122,8 +125,13 @@ def predict_proba(model: nn.Module, data: CTRInputs, batch_size: int = EVAL_BATC
     return torch.sigmoid(predict_logits(model, data, batch_size)).numpy().astype(np.float64)
 
 
+def _auc_of(model: nn.Module, data: CTRInputs) -> float:
+    return auc(data.label.numpy() if data.label is not None else np.zeros(0), predict_logits(model, data).numpy())
+
+
 def fit_make(
-    fit: CTRInputs, valid: CTRInputs, make_cfg: MakeConfig, ctr: CTRConfig, *, seed: int, progress: bool = False
+    fit: CTRInputs, valid: CTRInputs, make_cfg: MakeConfig, ctr: CTRConfig, *, seed: int, progress: bool = False,
+    probe: CTRInputs | None = None,
 ) -> tuple[MAKE, TrainingLog]:
     """Pre-train MAKE alone with early stopping on the validation slice.
 
@@ -134,6 +142,8 @@ def fit_make(
         ctr: epochs (``make_epochs``), patience, batch size, learning rate.
         seed: initialisation and shuffling seed.
         progress: show progress bars.
+        probe: labelled rows whose AUC is recorded after each epoch (``log.probe_auc``) and never
+            read by the schedule.
 
     Returns:
         MAKE with the best epoch's weights, and its training log.
@@ -143,12 +153,13 @@ def fit_make(
     opt = torch.optim.Adam(make.parameters(), lr=ctr.lr)
     log = TrainingLog()
     best, best_state, stale = -np.inf, copy.deepcopy(make.state_dict()), 0
-    y_valid = valid.label.numpy() if valid.label is not None else np.zeros(0)
     for epoch in range(ctr.make_epochs):
         train_epoch(make, fit, opt, batch_size=ctr.batch_size, seed=seed, log=log, progress=progress,
                     desc=f"MAKE epoch {epoch + 1}")
-        score = auc(y_valid, predict_logits(make, valid).numpy())
+        score = _auc_of(make, valid)
         log.val_auc.append(score)
+        if probe is not None:
+            log.probe_auc.append(_auc_of(make, probe))
         logger.info("MAKE epoch %d: validation AUC %.4f", epoch + 1, score)
         if score > best:
             best, best_state, stale, log.best_epoch = score, copy.deepcopy(make.state_dict()), 0, epoch + 1
@@ -207,3 +218,29 @@ def fit_ctr_model(
                     desc=f"{desc} epoch {epoch + 1}")
     model.eval()
     return model, log
+
+
+def epoch_curve(
+    model_cfg: CTRModelConfig, fit: CTRInputs, probes: dict[str, CTRInputs], ctr: CTRConfig, *, seed: int,
+    epochs: int,
+) -> dict[str, list[float]]:
+    """AUC on each probe after each of ``epochs`` epochs of an ID model (no MAKE) trained on ``fit``.
+
+    The one-epoch study: the schedule trains ID models one epoch; this shows what further epochs do.
+
+    Returns:
+        Per probe name, ``epochs`` AUCs (after epoch 1, 2, ...).
+    """
+    if model_cfg.make is not None:
+        raise ValueError("the epoch curve is for ID models without MAKE")
+    torch.manual_seed(seed)
+    model = CTRModel(model_cfg)
+    opt = torch.optim.Adam(_param_groups(model, ctr), lr=ctr.lr)
+    log = TrainingLog()
+    curves: dict[str, list[float]] = {name: [] for name in probes}
+    for epoch in range(epochs):
+        train_epoch(model, fit, opt, batch_size=ctr.batch_size, seed=seed, log=log, desc=f"epoch {epoch + 1}")
+        for name, data in probes.items():
+            curves[name].append(_auc_of(model, data))
+    model.eval()
+    return curves

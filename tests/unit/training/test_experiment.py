@@ -25,11 +25,31 @@ def test_report_has_every_model_key_and_file(run) -> None:
     for row in section.values():
         assert KEYS <= set(row)
         assert 0.0 <= row["auc"] <= 1.0
-    for f in ("ctr_report.json", "ctr_report.md", "gauc_by_model.png", "calibration.png", "training_curves.png"):
+    for f in ("ctr_report.json", "ctr_report.md", "gauc_by_model.png", "calibration.png", "training_curves.png",
+              "gain_by_item_age.png", "epochs.png"):
         assert (out / f).stat().st_size > 0
     doc = json.loads((out / "ctr_report.json").read_text())
     assert doc["ctr"]["simtier"]["gauc"] == pytest.approx(section["simtier"]["gauc"])
-    assert "| simtier_make |" in (out / "ctr_report.md").read_text()
+    md = (out / "ctr_report.md").read_text()
+    assert "| simtier_make |" in md and "GAUC by item age at impression" in md
+
+
+def test_cold_start_curve_and_epoch_study_are_reported(run, small_cfg) -> None:
+    _, section = run
+    for name, row in section.items():
+        assert list(row["gauc_by_item_age"]) == ["<1d", "1-3d", "3-7d", ">7d"]
+        assert list(row["gauc_by_train_impressions"]) == ["0", "1-10", "11-100", ">100"]
+        if name != "id_only":
+            gains = row["gauc_gain_by_item_age"]
+            for lab, g in gains.items():
+                base, mine = section["id_only"]["gauc_by_item_age"][lab], row["gauc_by_item_age"][lab]
+                if g["delta"] is not None:
+                    assert g["delta"] == pytest.approx(mine - base)
+    study = section["id_only"]["auc_by_epoch"]
+    assert study["epochs"] == [1, 2, 3] and len(study["valid_auc"]) == len(study["test_auc"]) == 3
+    make = section["make"]["auc_by_epoch"]
+    assert len(make["valid_auc"]) == len(make["test_auc"]) == len(make["epochs"]) >= 1
+    assert 1 <= make["best_epoch"] <= len(make["epochs"])
 
 
 def test_similarity_feature_beats_id_only(run) -> None:
