@@ -1,6 +1,6 @@
 """Feature-store benchmark: training-set rows/s and online latency (fast path vs ODFV, SQLite, Redis).
 
-Synthetic data shaped like DESIGN.md's measurement: users x 10 history snapshots of N items, d-dim
+Synthetic data shaped like the measurement in docs/architecture.md: users x 10 history snapshots of N items, d-dim
 item vectors, impressions spread over the same period. ``run(quick=True)`` uses 100k impressions
 and 1k users (skips 1M); the full run uses 5k users and 100k + 1M impressions (minutes, GBs).
 """

@@ -2,7 +2,7 @@
 
 This is the ONE implementation of the feature. The Feast on-demand view calls it, the online fast
 path calls it after a batched read, and the training-set builder calls it after historical
-retrieval, so training and serving cannot drift (DESIGN.md, SimTier).
+retrieval, so training and serving cannot drift (docs/architecture.md, "Training/serving parity").
 
 Definition, for one target vector ``t`` and the valid history vectors ``h_1..h_L``:
 

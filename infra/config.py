@@ -23,6 +23,7 @@ from infra.errors import ConfigError
 ENV_PREFIX = "MMADS_"
 CONFIG_ENV = "MMADS_CONFIG"
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.yaml")
+RUN_CONFIG_NAME = "config.yaml"  # every run directory records the config it ran with here
 
 
 class _Section(BaseModel):
@@ -127,7 +128,7 @@ class FeastConfig(_Section):
 
 
 class SCLConfig(_Section):
-    """SCL encoder pre-training (see DESIGN.md, SCL)."""
+    """SCL encoder pre-training (see docs/architecture.md, Models)."""
 
     image_size: int = Field(default=64, ge=16)
     text_max_tokens: int = Field(default=32, ge=4)
@@ -308,6 +309,18 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     cfg = _validate(_deep_merge(raw, overrides), origin)
     _check_stray_variables(cfg, env)
     return cfg
+
+
+def save_config(cfg: MmadsConfig, path: Path) -> Path:
+    """Write ``cfg`` (overrides applied; secrets are never in it) as YAML that :func:`load_config` reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path
+
+
+def run_config_file(run_dir: Path) -> Path:
+    """Where a run directory records its config (state dir, ports, stores): ``RUN_DIR/config.yaml``."""
+    return Path(run_dir) / RUN_CONFIG_NAME
 
 
 def secret_env_names(cfg: MmadsConfig) -> set[str]:

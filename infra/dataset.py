@@ -1,4 +1,4 @@
-"""The dataset directory (import format of DESIGN.md): schema, loading and validation.
+"""The dataset directory (import format, docs/data.md): schema, loading and validation.
 
 Every command that reads a dataset calls :func:`load_dataset`, which validates first and raises
 :class:`~infra.errors.DatasetError` listing every problem ("file: row N: what is wrong").

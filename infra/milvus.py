@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from infra.config import MmadsConfig
 from infra.errors import StackNotRunningError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RELEASED_HINT = "call load()"  # how Milvus answers a search/get/query on a released collection
 
 
 def milvus_client(cfg: MmadsConfig, *, attempts: int = 5, timeout_s: float = 10.0) -> Any:
@@ -38,3 +42,27 @@ def milvus_client(cfg: MmadsConfig, *, attempts: int = 5, timeout_s: float = 10.
             logger.info("connecting to Milvus at %s failed (%s); retrying", cfg.milvus.address, exc)
             time.sleep(0.5 * (attempt + 1))
     raise StackNotRunningError(f"Milvus at {cfg.milvus.address} does not answer: {last}")
+
+
+def loading_on_release(client: Any, collection: str, fn: Callable[[], T], *, timeout_s: float = 10.0) -> T:
+    """Call ``fn``; when Milvus answers that ``collection`` is released, load it and call ``fn`` again.
+
+    A restarted Milvus Lite server (``mmads stack down`` then ``up`` on the same state dir) keeps the
+    collection's data but comes back with the collection released, so the first search fails.
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        if RELEASED_HINT not in str(exc):
+            raise
+        logger.info("Milvus collection %s is released (a restarted server); loading it", collection)
+        client.load_collection(collection, timeout=timeout_s)
+        return fn()
+
+
+def ensure_loaded(client: Any, collection: str, *, timeout_s: float = 10.0) -> None:
+    """Load ``collection`` unless Milvus reports it loaded (it exists: check ``has_collection`` first)."""
+    state = client.get_load_state(collection).get("state")
+    if getattr(state, "name", str(state)) != "Loaded":
+        logger.info("loading Milvus collection %s (state %s)", collection, state)
+        client.load_collection(collection, timeout=timeout_s)

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from infra import stack as infra_stack
-from infra.config import MmadsConfig
+from infra.config import MmadsConfig, run_config_file, save_config
 from infra.dataset import Dataset, load_dataset, time_cut
 from infra.processes import start_process
 from infra.redact import redact_logs
@@ -59,7 +57,7 @@ class RunContext:
     @property
     def config_file(self) -> Path:
         """The run's config as YAML: the streaming processes and the service read it."""
-        return self.run_dir / "config.yaml"
+        return run_config_file(self.run_dir)
 
 
 def _validate(ctx: RunContext) -> dict[str, Any]:
@@ -174,7 +172,7 @@ def run_pipeline(
     cfg = _run_config(cfg, run_dir)
     handler = _setup_run_logging(run_dir)
     ctx = RunContext(cfg=cfg, data_dir=Path(data_dir).resolve(), run_dir=run_dir, keep_running=keep_running)
-    ctx.config_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    save_config(cfg, ctx.config_file)
     # what cached stages depend on: the data and the model settings (not ports, paths or job counts)
     base = f"{dataset_manifest(ctx.data_dir)}|{cfg.model_dump_json(include={'model', 'data'})}"
     ctx.runner = StageRunner(run_dir, base, from_stage=from_stage)

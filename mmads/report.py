@@ -1,6 +1,6 @@
 """The main job's report: ``report.json``, ``report.md`` with tables and plots, and the summary table.
 
-``report.json`` follows the contract of DESIGN.md ("Model report").
+``report.json`` follows docs/architecture.md ("The report").
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Endpoints (bodies in :mod:`serving.schemas`):
 * ``POST /rank`` - score the given candidates for a user;
 * ``POST /recommend`` - retrieve candidates from Milvus by the user's recent behavior, then rank;
 * ``GET /similar/{item_id}?k=`` - nearest items by multimodal vector;
-* ``GET /healthz`` - model loaded, Feast and Milvus reachable (503 when a part is down);
+* ``GET /healthz`` - which endpoints are ready and why not (model, Feast, Milvus); 200 while ``/rank``
+  can answer (``status`` ``ok`` or ``degraded``), 503 when it cannot; ``?strict=true``: 503 unless
+  every endpoint is ready;
 * ``GET /metrics`` - Prometheus text;
 * ``POST /admin/reload`` - load a run directory fully, then swap it in (in-flight requests finish on
   the old model).
@@ -116,8 +118,9 @@ def _add_routes(app: FastAPI, service: RankingService, limits: Limits) -> None:
         return JSONResponse(await run_in_threadpool(service.similar, item_id, k))
 
     @app.get("/healthz", responses=ERRORS)
-    async def healthz() -> JSONResponse:
-        healthy, detail = await run_in_threadpool(service.health)
+    async def healthz(strict: bool = Query(False, description="503 unless every endpoint is ready")) -> JSONResponse:
+        rank_ready, detail = await run_in_threadpool(service.health)
+        healthy = detail["status"] == "ok" if strict else rank_ready
         return JSONResponse(detail, status_code=200 if healthy else 503)
 
     @app.get("/metrics")

@@ -34,6 +34,12 @@ from serving.schemas import DEFAULT_K, RankRequest, RecommendRequest
 
 logger = logging.getLogger(__name__)
 
+# What each endpoint needs to answer; /healthz reports readiness per endpoint from this.
+ENDPOINT_NEEDS: dict[str, tuple[str, ...]] = {
+    "/rank": ("model", "feast"),
+    "/recommend": ("model", "feast", "milvus"),
+    "/similar": ("milvus",),
+}
 MIN_POOL = 100  # /recommend ranks at least this many retrieved candidates (when there are that many)
 
 
@@ -189,23 +195,30 @@ class RankingService:
     # ---- operations ----------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Model loaded, Feast online readable, Milvus collection present.
+        """Which endpoints can answer now, and why not: model loaded, Feast readable, Milvus collection.
+
+        ``/rank`` needs the model and Feast; ``/similar`` needs Milvus; ``/recommend`` needs all three.
+        So right after ``stack up`` on a fresh state dir ``/rank`` is ready while Milvus has no
+        collection yet.
 
         Returns:
-            ``(healthy, detail)``; detail has ``status``, ``model`` and one entry per dependency.
+            ``(rank_ready, detail)``; detail has ``status`` (``ok``: every endpoint ready, ``degraded``:
+            some, ``down``: none), ``endpoints`` (path -> ``{"ready", "needs"}``), then one entry per part.
         """
         served = self.served
-        detail: dict[str, Any] = {
+        parts: dict[str, Any] = {
             "model": {"ok": True, "model_version": served.model_version, "name": served.name,
                       "run_dir": str(served.run_dir)},
         }
         for name, probe in (("feast", self._probe_feast), ("milvus", self.retriever.ping)):
             try:
-                detail[name] = {"ok": True, "detail": probe()}
+                parts[name] = {"ok": True, "detail": probe()}
             except MmadsError as exc:
-                detail[name] = {"ok": False, "detail": str(exc)}
-        healthy = all(part["ok"] for part in detail.values())
-        return healthy, {"status": "ok" if healthy else "degraded", **detail}
+                parts[name] = {"ok": False, "detail": str(exc)}
+        ready = {path: all(parts[p]["ok"] for p in needs) for path, needs in ENDPOINT_NEEDS.items()}
+        endpoints = {path: {"ready": ready[path], "needs": list(needs)} for path, needs in ENDPOINT_NEEDS.items()}
+        status = "ok" if all(ready.values()) else "degraded" if any(ready.values()) else "down"
+        return ready["/rank"], {"status": status, "endpoints": endpoints, **parts}
 
     def _probe_feast(self) -> str:
         self.fetcher.user_history(0)

@@ -25,6 +25,7 @@ import numpy as np
 
 from infra.config import MmadsConfig
 from infra.errors import StackError
+from infra.milvus import ensure_loaded, loading_on_release
 from serving.errors import RequestError, RetrievalUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,9 @@ class Retriever:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            return fn()
+            if self._client is None:
+                return fn()
+            return loading_on_release(self._client, self.collection, fn, timeout_s=CALL_TIMEOUT_S)
         except StackError:
             raise
         except Exception as exc:  # noqa: BLE001 - pymilvus raises grpc, Milvus and OS errors alike
@@ -110,7 +113,7 @@ class Retriever:
                 f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
 
     def ping(self) -> str:
-        """Check the collection exists; returns a one-line detail.
+        """Check the collection exists and is loaded (loading it if released); returns a one-line detail.
 
         Raises:
             RetrievalUnavailableError: Milvus is down or the collection is missing.
@@ -119,6 +122,9 @@ class Retriever:
         if not self._call("has_collection", lambda: client.has_collection(self.collection, timeout=CALL_TIMEOUT_S)):
             raise RetrievalUnavailableError(
                 f"Milvus collection {self.collection!r} does not exist yet (is the item indexer running?)")
+        # a restarted Milvus Lite server keeps the data but releases the collection: load it here, so
+        # "ready" means a search can run
+        self._call("load", lambda: ensure_loaded(client, self.collection, timeout_s=CALL_TIMEOUT_S))
         return f"collection {self.collection} at {self.cfg.milvus.address}"
 
     def search(self, vectors: np.ndarray, limit: int) -> list[list[tuple[int, float]]]:

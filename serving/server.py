@@ -28,10 +28,9 @@ from types import FrameType
 
 import torch
 import uvicorn
-import yaml
 from fastapi import FastAPI
 
-from infra.config import MmadsConfig, load_config
+from infra.config import MmadsConfig, load_config, save_config
 from infra.errors import MmadsError
 from infra.processes import write_json_atomic
 from infra.redact import redact_logs
@@ -125,7 +124,7 @@ def _serve_workers(run_dir: Path, cfg: MmadsConfig, host: str, port: int, model:
     pointer = pointer_path(cfg, port)
     pointer.parent.mkdir(parents=True, exist_ok=True)
     config_file = pointer.with_name(f"config-{port}.yaml")
-    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))  # overrides applied; no secrets
+    save_config(cfg, config_file)
     doc = {"run_dir": str(Path(run_dir).resolve()), "model": model, "config": str(config_file), "host": host,
            "workers": workers}
     write_json_atomic(pointer, doc, indent=2)

@@ -1,4 +1,4 @@
-"""Event schemas of the three input topics (DESIGN.md, "Events") and their (de)serialisation.
+"""Event schemas of the three input topics (docs/events.md) and their (de)serialisation.
 
 Values are JSON objects; the Kafka key is the entity id as a decimal string (``item_id`` for
 ``items``, ``user_id`` for ``behaviors`` and ``impressions``). Parsing is strict: a string where an

@@ -1,4 +1,4 @@
-"""Kafka client factories configured for this stack (DESIGN.md, "Facts about the stack").
+"""Kafka client factories configured for this stack (docs/architecture.md, "Measured behaviour of the stack").
 
 * ``fetch_max_wait_ms`` low: Tansu answers a waiting fetch by polling, so the default 500 ms adds
   up to ~250 ms of latency per event.

@@ -5,7 +5,7 @@ Schema: ``item_id`` INT64 primary key, ``vector`` FLOAT_VECTOR(d), ``category`` 
 ``cfg.milvus.index_type`` (HNSW by default) with the COSINE metric. Upserts are visible to search
 at once; flushing makes them part of the index (unflushed rows are brute-forced on every search),
 so :meth:`MilvusSink.maybe_flush` flushes every ``cfg.milvus.flush_interval_s`` after writes, never
-per event (DESIGN.md, Milvus Lite facts). Any failure to reach Milvus is a
+per event (docs/architecture.md, Milvus Lite). Any failure to reach Milvus is a
 :class:`~infra.errors.StackError`, which the consumer loop retries with backoff.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from infra.config import MmadsConfig
 from infra.errors import StackError
+from infra.milvus import loading_on_release
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +80,9 @@ class MilvusSink:
 
     def _call(self, what: str, fn: Any) -> Any:
         try:
-            try:
+            if self._client is None:
                 return fn()
-            except Exception as exc:  # noqa: BLE001
-                # A restarted Milvus Lite server comes back with the collection released.
-                if "call load()" not in str(exc) or self._client is None:
-                    raise
-                self._client.load_collection(self.collection, timeout=CALL_TIMEOUT_S)
-                return fn()
+            return loading_on_release(self._client, self.collection, fn, timeout_s=CALL_TIMEOUT_S)
         except StackError:
             raise
         except Exception as exc:  # noqa: BLE001 - pymilvus raises grpc, Milvus and OS errors alike

@@ -3,7 +3,7 @@
 Pacing: as fast as possible by default; ``rate`` sends R messages per second; ``speedup`` keeps the
 dataset's own gaps divided by X (``speedup=3600`` plays an hour per second). Each message's Kafka
 timestamp is its send time, which the jobs' freshness measurement starts from. The returned count
-is what the "caught up" check compares with (Tansu's end offsets are wrong, see DESIGN.md).
+is what the "caught up" check compares with (Tansu's end offsets are wrong, see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _paced(events: Iterable[tuple[pd.Timestamp, bytes, bytes]], speedup: float) 
 
 def replay(dataset: Dataset | str | Path, cfg: MmadsConfig, topic: TopicKind | str, rate: float | None = None,
            speedup: float | None = None, progress: bool = True) -> int:
-    """Publish one frame of a dataset to its topic as JSON events (DESIGN.md event contract).
+    """Publish one frame of a dataset to its topic as JSON events (the event contract of docs/events.md).
 
     Args:
         dataset: a loaded dataset or its directory.

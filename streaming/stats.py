@@ -5,7 +5,7 @@ every commit: its counters and the offsets it has committed per partition. Fresh
 (Kafka message timestamp -> the moment the row was written to every sink) are appended to
 ``<state_dir>/streaming/freshness/<job>-<pid>.csv``. :func:`wait_caught_up` compares committed
 offsets with the number of messages a producer reports it wrote, because Tansu reports wrong end
-offsets (DESIGN.md).
+offsets (docs/architecture.md, Tansu).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training-set loading, the time split, and batching over precomputed input tensors.
 
-Split (DESIGN.md): ``cut = time_cut(impressions, cfg.data.cut_quantile, cfg.data.cut_time)``; train
+Split (docs/architecture.md): ``cut = time_cut(impressions, cfg.data.cut_quantile, cfg.data.cut_time)``; train
 rows have ``ts < cut``, test rows ``ts > cut`` (rows exactly at the cut are dropped, so no test row
 is at or before it). Every test row carries ``is_new`` = the item was created after the cut. The
 validation slice (MAKE and LightGBM early stopping; never the test rows) is the last

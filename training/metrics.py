@@ -1,6 +1,6 @@
 """CTR metrics: AUC, GAUC, log loss, and a by-user bootstrap of GAUC differences.
 
-GAUC (DESIGN.md) is the impression-weighted mean of per-user AUC over the users that have both a
+GAUC (docs/architecture.md) is the impression-weighted mean of per-user AUC over the users that have both a
 click and a non-click in the evaluated rows; a user's weight is their number of impressions there.
 Ties in the scores count one half, as in the Mann-Whitney statistic.
 """

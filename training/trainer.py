@@ -1,6 +1,6 @@
 """Training loops and the MAKE schedule.
 
-Schedule (paper, DESIGN.md "MAKE"):
+Schedule (paper; docs/architecture.md, "Models"):
 
 1. **MAKE pre-training.** MAKE alone (target multimodal vector attending over the history's vectors,
    then an MLP) trains on the CTR objective on the *fit* rows (training period minus the validation

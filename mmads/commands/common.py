@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
-from infra.config import MmadsConfig, load_config
+from infra.config import CONFIG_ENV, MmadsConfig, load_config, run_config_file
+
+logger = logging.getLogger(__name__)
 
 
-def config_of(args: argparse.Namespace) -> MmadsConfig:
-    """The validated config named by ``--config`` (or the default/env)."""
-    return load_config(getattr(args, "config", None))
+def config_of(args: argparse.Namespace, run_dir: Path | None = None) -> MmadsConfig:
+    """The validated config: ``--config``, else ``$MMADS_CONFIG``, else ``run_dir``'s recorded one, else the default.
+
+    A run records the config it ran with (its state dir, ports and stores) in ``RUN_DIR/config.yaml``,
+    so ``stack up --run`` and ``serve --run`` reopen the very Milvus data and Feast repo it filled. A
+    config named explicitly (flag or variable) wins; ``MMADS_<SECTION>__<KEY>`` overrides apply on top
+    of whichever file is read (deployments set the state dir and endpoints that way).
+    """
+    explicit = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or None
+    if explicit is None and run_dir is not None and run_config_file(run_dir).is_file():
+        logger.info("using the config recorded by the run: %s", run_config_file(run_dir))
+        return load_config(run_config_file(run_dir))
+    return load_config(explicit)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

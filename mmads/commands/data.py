@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--no-images", action="store_true", help="text-only dataset")
     gen.add_argument("--click-functional-weight", type=float, default=None, metavar="W",
                      help="weight of the functional facets (material, style, use) in the similarity "
-                          "that drives ad clicks; appearance facets weigh 1 (default 0.2; 1 = plain "
-                          "cosine)")
+                          "that drives ad clicks; appearance facets weigh 1 (default 0.2; 1 = clicks "
+                          "follow the plain latent cosine, the geometry SCL is trained to recover)")
     gen.add_argument("--regime", choices=sorted(REGIMES), default="default",
                      help="the world's sizes and ID-level effects: default (a young marketplace, ~21 "
                           "impressions per item) or production (~300 training impressions per item, "

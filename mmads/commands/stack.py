@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from infra import stack as infra_stack
 from infra.config import MmadsConfig
@@ -20,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(handler=_down)
     st = verbs.add_parser("status", help="probe each part and print a table")
     st.set_defaults(handler=_status)
+    for verb in (up, down, st):
+        verb.add_argument("--run", type=Path, metavar="RUN_DIR",
+                          help="use the config a run recorded (RUN_DIR/config.yaml: its state dir, ports, "
+                               "stores) unless --config or $MMADS_CONFIG is given")
 
 
 def _definitions_fingerprint(cfg: MmadsConfig) -> str:
@@ -76,7 +81,7 @@ def _print_rows(rows: list[infra_stack.PartStatus]) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    cfg = config_of(args)
+    cfg = config_of(args, args.run)
     rows = stack_up(cfg)
     _print_rows(rows)
     print(f"state dir: {cfg.state_dir.resolve()}")
@@ -84,14 +89,14 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    cfg = config_of(args)
+    cfg = config_of(args, args.run)
     stopped = infra_stack.down(cfg, grace_s=args.grace)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    cfg = config_of(args)
+    cfg = config_of(args, args.run)
     rows = infra_stack.status(cfg, extra={"feast": lambda: feast_status(cfg)})
     _print_rows(rows)
     return 0 if all(r.healthy for r in rows) else 1

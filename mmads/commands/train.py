@@ -34,6 +34,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from encoders import ItemEncoder, pretrained_encoder
     from feature_repo.store import apply_repo
+    from infra.config import run_config_file, save_config
     from infra.dataset import dataset_cut, load_dataset
     from mmads.commands.common import format_table
     from mmads.report import CTR_HEADERS, ctr_rows
@@ -41,6 +42,7 @@ def _train(args: argparse.Namespace) -> int:
     from training.training_set import build_training_set, materialize_from_dataset
 
     cfg = config_of(args).with_overrides(state_dir=(args.out / "state").resolve())
+    save_config(cfg, run_config_file(args.out))  # so `serve --run OUT` reopens this state dir
     ds = load_dataset(args.data)
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
     vectors = encoder.encode_items(ds.items, image_root=ds.root)

@@ -1,6 +1,7 @@
 """The synthetic marketplace: items with hidden latents, users, behaviors, impressions and queries.
 
-See DESIGN.md, "The synthetic marketplace". Entry point: :func:`generate_dataset`.
+What it models: docs/architecture.md, "The synthetic marketplace"; the files it writes: docs/data.md.
+Entry point: :func:`generate_dataset`.
 """
 
 from mmads.datagen.generate import GenerationSummary, generate_dataset

@@ -1,4 +1,4 @@
-"""Arrow schemas of the dataset directory (DESIGN.md, "Dataset directory") and of the truth side files."""
+"""Arrow schemas of the dataset directory (docs/data.md) and of the truth side files."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 from benchmarks.serving_world import World, build_world
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from infra.config import MmadsConfig
+from infra.milvus import milvus_client
 from infra.processes import free_port
 from serving.app import create_app
 from serving.model_loader import load_model
@@ -205,6 +206,8 @@ def test_healthz_and_metrics(client: TestClient, world: World):
     assert res.status_code == 200, res.text
     body = res.json()
     assert body["status"] == "ok" and body["feast"]["ok"] and body["milvus"]["ok"]
+    assert all(e["ready"] for e in body["endpoints"].values())
+    assert client.get("/healthz", params={"strict": "true"}).status_code == 200
     text = client.get("/metrics").text
     assert 'mmads_serving_requests_total{endpoint="/rank",status="200"}' in text
     assert 'mmads_serving_requests_total{endpoint="/rank",status="422"}' in text
@@ -227,6 +230,36 @@ def test_feast_unreachable_is_503_with_the_reason(world: World, cfg: MmadsConfig
         assert "Traceback" not in res.text
         health = c.get("/healthz")
         assert health.status_code == 503 and health.json()["feast"]["ok"] is False
+
+
+def test_healthz_names_the_ready_endpoints_while_milvus_has_no_collection(world: World, cfg: MmadsConfig):
+    # a fresh state dir after `stack up`: Feast applied and the model loaded, nothing indexed yet
+    unindexed = cfg.with_overrides(milvus={"collection": "never_indexed"})
+    with TestClient(create_app(world.run_dir, unindexed)) as c:
+        res = c.get("/healthz")
+        assert res.status_code == 200, res.text
+        body = res.json()
+        assert body["status"] == "degraded"
+        assert body["endpoints"]["/rank"]["ready"] is True
+        assert body["endpoints"]["/recommend"] == {"ready": False, "needs": ["model", "feast", "milvus"]}
+        assert body["endpoints"]["/similar"]["ready"] is False
+        assert "'never_indexed' does not exist yet" in body["milvus"]["detail"]
+        assert c.get("/healthz", params={"strict": "true"}).status_code == 503
+        assert c.post("/rank", json={"user_id": 1, "candidate_item_ids": [1000, 1001]}).status_code == 200
+        assert c.get("/similar/1000").status_code == 503
+
+
+def test_a_released_collection_is_loaded_again_on_first_use(world: World, cfg: MmadsConfig):
+    # what a restarted Milvus Lite server (stack down, then up on the same state dir) looks like
+    client = milvus_client(cfg)
+    for first in ("/similar/1000?k=3", "/healthz"):
+        client.release_collection(cfg.milvus.collection)
+        assert client.get_load_state(cfg.milvus.collection)["state"].name == "NotLoad"
+        with TestClient(create_app(world.run_dir, cfg)) as c:
+            res = c.get(first)
+            assert res.status_code == 200, res.text
+            assert c.get("/similar/1000", params={"k": 3}).status_code == 200
+        assert client.get_load_state(cfg.milvus.collection)["state"].name == "Loaded"
 
 
 def test_feature_repo_never_applied_is_503(world: World, cfg: MmadsConfig, tmp_path: Path):
