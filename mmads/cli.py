@@ -18,14 +18,81 @@ from infra.redact import redact_logs
 
 logger = logging.getLogger("mmads")
 
+# the loggers of mmads' own packages: -v/-q set their level; third-party loggers stay at WARNING or above
+OWN_LOGGERS = ("mmads", "infra", "encoders", "feature_repo", "streaming", "training", "serving", "benchmarks")
+NOISY_LOGGERS = ("kafka", "urllib3", "httpx", "feast", "pymilvus", "filelock", "matplotlib", "PIL", "faiss")
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def _level(verbose: int, quiet: int) -> int:
+    if quiet:
+        return logging.ERROR
+    return logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+
+
+def _setup_logging(verbose: int, quiet: int = 0) -> None:
+    """Console logging at the level ``-v``/``-q`` ask for (WARNING by default).
+
+    The console handler carries the level, so a run's log file (``RUN_DIR/logs/run.log``, INFO) still
+    gets every INFO line while the console shows only what was asked for.
+    """
+    level = _level(verbose, quiet)
+    logging.basicConfig(level=min(level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)  # the console shows what -v/-q ask for
     redact_logs()
-    for noisy in ("kafka", "urllib3", "httpx", "feast", "pymilvus", "filelock", "matplotlib", "PIL"):
+    for name in OWN_LOGGERS:  # INFO and above always reach the handlers: a run's log file keeps them
+        logging.getLogger(name).setLevel(min(level, logging.INFO))
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    logging.getLogger("mmads").setLevel(min(level, logging.INFO))
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (unless it is None/False or the help already says it); keeps epilogs."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS or "default" in text.lower()
+                or not action.option_strings or isinstance(action, argparse._HelpAction | argparse._VersionAction)):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config``, ``-v`` and ``-q``: accepted before the verb (``top``) and after it.
+
+    After the verb they default to SUPPRESS, so a value given before the verb is not reset.
+    """
+    dflt: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
+    group = parser.add_argument_group("global options")
+    group.add_argument("--config", metavar="FILE",
+                       help="YAML config file (default: $MMADS_CONFIG, else RUN_DIR/config.yaml for --run, "
+                            "else the shipped infra/default_config.yaml)", **dflt)  # type: ignore[arg-type]
+    group.add_argument("-v", "--verbose", action="count", help="more logging (-v info, -vv debug)",
+                       **({"default": 0} if top else dflt))  # type: ignore[arg-type]
+    group.add_argument("-q", "--quiet", action="count", help="errors only",
+                       **({"default": 0} if top else dflt))  # type: ignore[arg-type]
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser`` (verbs and their sub-verbs), depth first."""
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                out += [child, *_subparsers(child)]
+    return out
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmads")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,15 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     from mmads.commands import bench, data, pipeline, stack
 
     parser = argparse.ArgumentParser(
-        prog="mmads",
+        prog="mmads", formatter_class=HelpFormatter,
         description="Multimodal item representations (SCL, SimTier, MAKE) in ID-based CTR ranking.",
+        epilog="example:\n  mmads demo --out runs/demo\n  mmads serve --run runs/demo\n\n"
+               "global options go before or after the verb; every verb has --help",
     )
-    parser.add_argument("--config", help="YAML config file (default: $MMADS_CONFIG or the shipped default)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (stack, data, pipeline, bench):
         module.register(sub)
     _register_optional(sub)
+    for child in _subparsers(parser):
+        child.formatter_class = HelpFormatter
+        _add_global_options(child, top=False)
     return parser
 
 
@@ -92,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.handler(args) or 0)
     except MmadsError as exc:
@@ -100,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cause = exc if isinstance(exc, DatasetError) else getattr(exc, "cause", None)
         for problem in getattr(cause, "problems", []):
             print(f"  - {problem}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a path the user named: missing, not writable, a full disk
+        logger.debug("traceback", exc_info=True)
+        print(f"error: {exc.strerror or exc}: {exc.filename!r}" if exc.filename else f"error: {exc}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

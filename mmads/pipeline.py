@@ -12,52 +12,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from infra import stack as infra_stack
-from infra.config import MmadsConfig, run_config_file, save_config
-from infra.dataset import Dataset, load_dataset, time_cut
-from infra.processes import start_process
+from infra.config import MmadsConfig, save_config
+from infra.dataset import load_dataset, time_cut
 from infra.redact import redact_logs
+from mmads.context import RunContext
 from mmads.memory import PeakMemory
 from mmads.report import summary_table
 from mmads.stages import Stage, StageFailedError, StageRunner, dataset_manifest
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunContext:
-    """What the stages share: config, paths and the results of earlier stages."""
-
-    cfg: MmadsConfig
-    data_dir: Path
-    run_dir: Path
-    keep_running: bool
-    runner: StageRunner | None = None
-    _dataset: Dataset | None = field(default=None, repr=False)
-
-    @property
-    def dataset(self) -> Dataset:
-        """The validated dataset (loaded once)."""
-        if self._dataset is None:
-            self._dataset = load_dataset(self.data_dir)
-        return self._dataset
-
-    def result(self, stage: str) -> dict[str, Any]:
-        """The result of an earlier stage."""
-        if self.runner is None or stage not in self.runner.results:
-            raise KeyError(f"stage {stage} has not run")
-        return self.runner.results[stage]
-
-    @property
-    def config_file(self) -> Path:
-        """The run's config as YAML: the streaming processes and the service read it."""
-        return run_config_file(self.run_dir)
 
 
 def _validate(ctx: RunContext) -> dict[str, Any]:
@@ -130,8 +102,9 @@ def build_stages() -> list[Stage]:
     ]
 
 
-STAGE_NAMES = ("validate", "stack_up", "scl", "streaming", "replay", "catch_up", "training_set",
-               "train", "serve", "report", "stack_down")
+def stage_names() -> tuple[str, ...]:
+    """The stage names, in order (from :func:`build_stages`, the one stage list)."""
+    return tuple(stage.name for stage in build_stages())
 
 
 def _run_config(cfg: MmadsConfig, run_dir: Path) -> MmadsConfig:
@@ -154,6 +127,34 @@ def _setup_run_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def _remove_unless_validated(run_dir: Path, ctx: RunContext, fresh: bool, handler: logging.Handler) -> bool:
+    """Remove a run directory this run created when it failed before its data passed ``validate``.
+
+    Past ``validate`` the directory holds logs and partial outputs worth reading; before it, nothing.
+
+    Returns:
+        Whether the directory was removed.
+    """
+    if not fresh or (ctx.runner is not None and "validate" in ctx.runner.results):
+        return False
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
+@contextmanager
+def removed_on_failure(run_dir: Path) -> Iterator[None]:
+    """Remove ``run_dir`` if the block fails and the directory did not exist before it."""
+    fresh = not run_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def run_pipeline(
     cfg: MmadsConfig,
     data_dir: Path,
@@ -168,26 +169,33 @@ def run_pipeline(
         StageFailedError: a stage failed; the stack this run started has been stopped.
     """
     run_dir = run_dir.resolve()
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = _run_config(cfg, run_dir)
     handler = _setup_run_logging(run_dir)
     ctx = RunContext(cfg=cfg, data_dir=Path(data_dir).resolve(), run_dir=run_dir, keep_running=keep_running)
-    save_config(cfg, ctx.config_file)
-    # what cached stages depend on: the data and the model settings (not ports, paths or job counts)
-    base = f"{dataset_manifest(ctx.data_dir)}|{cfg.model_dump_json(include={'model', 'data'})}"
-    ctx.runner = StageRunner(run_dir, base, from_stage=from_stage)
     t0 = time.perf_counter()
     memory = PeakMemory(cfg.state_dir)
     try:
+        save_config(cfg, ctx.config_file)
+        # what cached stages depend on: the data and the model settings (not ports, paths or job counts)
+        base = f"{dataset_manifest(ctx.data_dir)}|{cfg.model_dump_json(include={'model', 'data'})}"
+        ctx.runner = StageRunner(run_dir, base, from_stage=from_stage)
         with memory:
             for stage in build_stages():
                 ctx.runner.execute(stage, ctx)
     except StageFailedError as exc:
-        print(f"[{exc.stage}] FAILED: {exc.cause}; logs in {run_dir / 'logs'}", file=sys.stderr)
         infra_stack.down(cfg)
+        removed = _remove_unless_validated(run_dir, ctx, fresh, handler)
+        kept = "run directory removed (the data did not pass validate)" if removed else f"logs in {run_dir / 'logs'}"
+        print(f"[{exc.stage}] FAILED: {exc.cause}; {kept}", file=sys.stderr)
+        raise
+    except BaseException:
+        _remove_unless_validated(run_dir, ctx, fresh, handler)
         raise
     finally:
         logging.getLogger().removeHandler(handler)
+        handler.close()
     timings = dict(ctx.runner.timings)
     timings["total"] = round(time.perf_counter() - t0, 2)
     timings["peak_rss_gib"] = memory.peak_gib  # this process + broker, Milvus, jobs and service, summed
@@ -200,4 +208,4 @@ def run_pipeline(
     return report
 
 
-__all__ = ["RunContext", "STAGE_NAMES", "build_stages", "run_pipeline", "start_process"]
+__all__ = ["build_stages", "removed_on_failure", "run_pipeline", "stage_names"]

@@ -14,8 +14,9 @@ BENCHMARKS = ("encoders", "streaming", "features", "training", "serving", "milvu
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` verb."""
-    p = sub.add_parser("bench", help="run a performance benchmark and print a table")
-    p.add_argument("name", choices=BENCHMARKS)
+    p = sub.add_parser("bench", help="run a performance benchmark and print a table",
+                       epilog="example:\n  mmads bench serving --quick --json runs/bench/serving.json")
+    p.add_argument("name", choices=BENCHMARKS, help="which benchmark")
     p.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     p.set_defaults(handler=_bench)

@@ -14,9 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``data`` verbs."""
     p = sub.add_parser("data", help="generate or validate a dataset directory")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    gen = verbs.add_parser("generate", help="write a synthetic marketplace in the import format")
-    gen.add_argument("--out", required=True, type=Path, help="output dataset directory")
-    gen.add_argument("--seed", type=int, default=0)
+    gen = verbs.add_parser("generate", help="write a synthetic marketplace in the import format",
+                           epilog="example:\n  mmads data generate --out runs/data --seed 1 --scale 0.5")
+    gen.add_argument("--out", required=True, type=Path, metavar="DIR", help="output dataset directory (new or empty)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same tables")
     gen.add_argument("--scale", type=float, default=1.0, help="size multiplier (10, 100 for benchmarks)")
     gen.add_argument("--image-size", type=int, default=64, help="PNG side in pixels")
     gen.add_argument("--no-images", action="store_true", help="text-only dataset")
@@ -28,9 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="the world's sizes and ID-level effects: default (a young marketplace, ~21 "
                           "impressions per item) or production (~300 training impressions per item, "
                           "long-tailed popularity, a user-item taste only IDs can learn); see docs/regimes.md")
+    gen.add_argument("--force", action="store_true",
+                     help="write into a non-empty --out, replacing the dataset files an earlier generation wrote")
     gen.set_defaults(handler=_generate)
-    val = verbs.add_parser("validate", help="check a dataset directory; exit 1 listing every problem")
-    val.add_argument("dir", type=Path)
+    val = verbs.add_parser("validate", help="check a dataset directory; exit 1 listing every problem",
+                           epilog="example:\n  mmads data validate --data runs/demo/data")
+    val.add_argument("--data", type=Path, metavar="DIR", help="dataset directory")
+    val.add_argument("dir", type=Path, nargs="?", help="the dataset directory, as a positional (same as --data)")
     val.add_argument("--no-decode", action="store_true", help="check image files exist but do not decode")
     val.set_defaults(handler=_validate)
 
@@ -43,6 +48,7 @@ def _generate(args: argparse.Namespace) -> int:
     regime = get_regime(args.regime)
     click = None if args.click_functional_weight is None else ClickModel(
         functional_weight=args.click_functional_weight, taste_weight=regime.taste_weight)
+    refuse_non_empty(args.out, force=args.force)
     summary = generate_dataset(
         args.out, seed=args.seed, scale=args.scale, image_size=args.image_size, images=not args.no_images,
         click_model=click, regime=regime.name,
@@ -56,7 +62,23 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_non_empty(out: Path, *, force: bool) -> None:
+    """Refuse to generate into a directory that holds anything, unless ``force``.
+
+    Raises:
+        DatasetError: ``out`` is a file, or a non-empty directory and ``force`` is False.
+    """
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out {out} is a file, not a directory")
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise DatasetError(f"--out {out} is not empty; pass --force to replace the dataset files in it "
+                           "(other files are left alone)")
+
+
 def _validate(args: argparse.Namespace) -> int:
+    if (args.data is None) == (args.dir is None):
+        raise DatasetError("name the dataset directory once: --data DIR (or the positional DIR)")
+    args.dir = args.data or args.dir
     problems, ds = validate_dataset(args.dir, decode_images=not args.no_decode)
     if problems:
         raise DatasetError(f"dataset {args.dir} is invalid ({len(problems)} problems)", problems)

@@ -13,17 +13,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``encoders`` verbs."""
     p = sub.add_parser("encoders", help="train or evaluate the SCL item encoders")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    tr = verbs.add_parser("train", help="SCL pre-training on the query pairs before the time cut")
+    tr = verbs.add_parser("train", help="SCL pre-training on the query pairs before the time cut",
+                          epilog="example:\n  mmads encoders train --data runs/demo/data --out runs/scl")
     tr.add_argument("--data", required=True, type=Path, help="dataset directory")
     tr.add_argument("--out", required=True, type=Path, help="model directory to write")
     tr.add_argument("--variant", choices=("inbatch", "queue", "hard"), default="hard",
-                    help="negatives: in-batch only, + MoCo queue, + hard negatives (default)")
+                    help="negatives: in-batch only, + MoCo queue, + hard negatives")
     tr.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     tr.set_defaults(handler=_train)
-    ev = verbs.add_parser("eval", help="recall@1/10/50 and MRR on time-held-out queries, for every variant")
+    ev = verbs.add_parser("eval", help="recall@1/10/50 and MRR on time-held-out queries, for every variant",
+                          epilog="example:\n  mmads encoders eval --data runs/demo/data --model runs/scl "
+                                 "--out runs/scl_eval")
     ev.add_argument("--data", required=True, type=Path, help="dataset directory")
     ev.add_argument("--model", type=Path, help="also report this model directory's recall")
-    ev.add_argument("--out", type=Path, default=Path("runs/scl_eval"), help="where variants and results go")
+    ev.add_argument("--out", type=Path, default=Path("runs/scl_eval"), help="directory for the variants and results")
     ev.set_defaults(handler=_eval)
 
 

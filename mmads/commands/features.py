@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from infra.errors import ConfigError
 from mmads.commands.common import config_of
 
 
@@ -18,9 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build-training-set",
         help="encode items, run the behavior-history step in batch into the offline store, then "
              "build one row per impression by Feast historical retrieval",
+        epilog="example:\n  mmads features build-training-set --data runs/demo/data --out runs/ts",
     )
-    b.add_argument("--data", required=True, type=Path, help="dataset directory")
-    b.add_argument("--out", required=True, type=Path, help="training-set parquet file to write")
+    b.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset directory")
+    b.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="directory to write training_set.parquet into (created)")
     b.add_argument("--model", type=Path, help="SCL model directory (default: the frozen pretrained encoder)")
     b.add_argument("--chunk-rows", type=int, default=50_000, help="impressions per retrieval chunk")
     b.set_defaults(handler=_build)
@@ -30,8 +33,11 @@ def _build(args: argparse.Namespace) -> int:
     from encoders import ItemEncoder, pretrained_encoder
     from feature_repo.store import apply_repo
     from infra.dataset import load_dataset
+    from mmads.steps.modeling import TRAINING_SET as TRAINING_SET_FILE
     from training.training_set import build_training_set, materialize_from_dataset
 
+    if args.out.suffix == ".parquet" or args.out.is_file():
+        raise ConfigError(f"--out is a directory (the training set goes to DIR/{TRAINING_SET_FILE}), got {args.out}")
     cfg = config_of(args)
     ds = load_dataset(args.data)
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
@@ -39,7 +45,9 @@ def _build(args: argparse.Namespace) -> int:
     item_vectors = pd.DataFrame({"item_id": ds.items["item_id"].to_numpy(), "emb": list(vectors)})
     store = apply_repo(cfg)
     materialize_from_dataset(cfg, store, ds.behaviors, ds.items, item_vectors, progress=True)
-    summary = build_training_set(cfg, store, ds.impressions, args.out, chunk_rows=args.chunk_rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = build_training_set(cfg, store, ds.impressions, args.out / TRAINING_SET_FILE,
+                                 chunk_rows=args.chunk_rows)
     print(f"wrote {summary.path}: {summary.rows} rows in {summary.seconds:.1f}s "
           f"({summary.rows_per_s:.0f} rows/s); {summary.rows_without_history} rows without history")
     return 0

@@ -14,12 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``stack`` verbs."""
     p = sub.add_parser("stack", help="start, stop or probe the embedded stack")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    up = verbs.add_parser("up", help="start Tansu + Milvus Lite, render and apply the Feast repo")
+    up = verbs.add_parser("up", help="start Tansu + Milvus Lite, render and apply the Feast repo",
+                          epilog="example:\n  mmads stack up --run runs/demo")
     up.set_defaults(handler=_up)
-    down = verbs.add_parser("down", help="stop everything the state dir records (clients first)")
+    down = verbs.add_parser("down", help="stop everything the state dir records (clients first)",
+                            epilog="example:\n  mmads stack down --run runs/demo")
     down.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
     down.set_defaults(handler=_down)
-    st = verbs.add_parser("status", help="probe each part and print a table")
+    st = verbs.add_parser("status", help="probe each part and print a table",
+                          epilog="example:\n  mmads stack status --run runs/demo")
     st.set_defaults(handler=_status)
     for verb in (up, down, st):
         verb.add_argument("--run", type=Path, metavar="RUN_DIR",

@@ -19,22 +19,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("behaviors", "behavior job: behaviors topic -> per-user history -> Feast user_behavior"),
         ("impressions", "impression logger: impressions topic -> offline label log"),
     ):
-        j = verbs.add_parser(job, help=helptext)
+        j = verbs.add_parser(job, help=helptext,
+                             epilog=f"example:\n  mmads stream {job} --config runs/demo/config.yaml")
         j.add_argument("--model", type=Path, help="SCL model directory (items; default: frozen encoder)")
         j.add_argument("--max-idle-s", type=float, help="stop after this long without input")
         j.set_defaults(handler=_run_job, job=job)
-    r = verbs.add_parser("reindex", help="re-encode every item of a dataset after a model change")
-    r.add_argument("--data", required=True, type=Path)
+    r = verbs.add_parser("reindex", help="re-encode every item of a dataset after a model change",
+                         epilog="example:\n  mmads stream reindex --data runs/demo/data --model runs/scl")
+    r.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset directory")
     r.add_argument("--model", type=Path, help="SCL model directory (default: frozen encoder)")
     r.set_defaults(handler=_reindex)
 
     e = sub.add_parser("events", help="publish events to Kafka")
     ev = e.add_subparsers(dest="verb", required=True, metavar="VERB")
-    rp = ev.add_parser("replay", help="publish a dataset's rows in timestamp order, keyed by entity id")
-    rp.add_argument("--data", required=True, type=Path)
-    rp.add_argument("--topic", required=True, choices=JOBS)
+    rp = ev.add_parser("replay", help="publish a dataset's rows in timestamp order, keyed by entity id",
+                       epilog="example:\n  mmads events replay --data runs/demo/data --topic items --rate 500")
+    rp.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset directory")
+    rp.add_argument("--topic", required=True, choices=JOBS, help="which table to publish")
     pace = rp.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, help="messages per second")
+    pace.add_argument("--rate", type=float, help="messages per second (default: as fast as the broker takes them)")
     pace.add_argument("--speedup", type=float, help="replay the dataset's own time gaps divided by X")
     rp.set_defaults(handler=_replay)
 

@@ -12,13 +12,16 @@ MODELS = ("id_only", "simtier", "make", "make_ft", "simtier_make", "lightgbm")
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` verb."""
-    p = sub.add_parser("train", help="train and evaluate the CTR models; writes report.json/report.md and plots")
+    p = sub.add_parser("train", help="train and evaluate the CTR models; writes report.json/report.md and plots",
+                       epilog="example:\n  mmads train --data runs/demo/data "
+                              "--training-set runs/demo/training_set.parquet \\\n"
+                              "      --model runs/demo/scl/models/hard --seeds 3 --out runs/seeds3")
     p.add_argument("--data", required=True, type=Path, help="dataset directory")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--training-set", type=Path,
                    help="an existing training-set parquet (default: build one into RUN_DIR from --data)")
     p.add_argument("--model", type=Path, help="SCL model directory for item vectors (default: frozen encoder)")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models to train")
     p.add_argument("--seeds", type=int, help="seeds to average over (default: config model.ctr.seeds)")
     p.add_argument("--holdout", choices=("test", "validation"), default="test",
                    help="what the models are scored on: the test period after the cut (default), or the "
@@ -38,6 +41,7 @@ def _train(args: argparse.Namespace) -> int:
     from infra.dataset import dataset_cut, load_dataset
     from mmads.commands.common import format_table
     from mmads.report import CTR_HEADERS, ctr_rows
+    from mmads.steps.modeling import TRAINING_SET as TRAINING_SET_FILE
     from training.experiment import train_and_evaluate
     from training.training_set import build_training_set, materialize_from_dataset
 
@@ -54,7 +58,7 @@ def _train(args: argparse.Namespace) -> int:
     if train_set is None:
         store = apply_repo(cfg)
         materialize_from_dataset(cfg, store, ds.behaviors, ds.items, item_vectors[["item_id", "emb"]], progress=True)
-        train_set = args.out / "training_set.parquet"
+        train_set = args.out / TRAINING_SET_FILE
         build_training_set(cfg, store, ds.impressions, train_set)
     section = train_and_evaluate(train_set, item_vectors, cfg, args.out, models=args.models, seeds=args.seeds,
                                  cut=dataset_cut(ds, cfg), holdout=args.holdout)

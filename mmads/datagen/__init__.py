@@ -4,6 +4,6 @@ What it models: docs/architecture.md, "The synthetic marketplace"; the files it 
 Entry point: :func:`generate_dataset`.
 """
 
-from mmads.datagen.generate import GenerationSummary, generate_dataset
+from mmads.datagen.generate import GenerationSummary, generate_dataset, generation_params
 
-__all__ = ["GenerationSummary", "generate_dataset"]
+__all__ = ["GenerationSummary", "generate_dataset", "generation_params"]

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -204,6 +205,18 @@ def _summary(items: _Items, events: Events, queries: Queries, n_users: int, cut:
         ctr=float(imp[:, 2].mean()) if len(imp) else 0.0, seconds=seconds)
 
 
+GENERATION_FILE = f"{tables.TRUTH_DIR}/generation.json"  # the arguments a dataset was generated with
+
+
+def generation_params(out: Path) -> dict[str, Any] | None:
+    """The ``seed``, ``scale``, ``image_size``, ``images`` and ``regime`` a dataset was generated with.
+
+    None when the dataset does not record them.
+    """
+    path = Path(out) / GENERATION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size: int = 64,
                      images: bool = True, progress: bool = True,
                      click_model: ClickModel | None = None, regime: str = "default") -> GenerationSummary:
@@ -262,6 +275,8 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
     _write_dataset(out, items, events, queries, item_paths, query_paths)
     _write_truth(out, items, users, sessions, click_model)
     (out / tables.TRUTH_DIR / "regime.json").write_text(json.dumps(asdict(world_regime), indent=2) + "\n")
+    params = {"seed": seed, "scale": scale, "image_size": image_size, "images": images, "regime": regime}
+    (out / GENERATION_FILE).write_text(json.dumps(params, indent=2) + "\n")
     summary = _summary(items, events, queries, n_users, cut, time.perf_counter() - t0)
     logger.info("generated %s: %s", out, summary)
     return summary

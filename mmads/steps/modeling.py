@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from mmads.pipeline import RunContext
+    from mmads.context import RunContext
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from mmads.pipeline import RunContext
+    from mmads.context import RunContext
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from infra.processes import start_process, stop_process
 if TYPE_CHECKING:
     import httpx
 
-    from mmads.pipeline import RunContext
+    from mmads.context import RunContext
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from infra.dataset import Dataset
 from infra.processes import live_record, start_process, stop_process
 
 if TYPE_CHECKING:
-    from mmads.pipeline import RunContext
+    from mmads.context import RunContext
 
 logger = logging.getLogger(__name__)
 
