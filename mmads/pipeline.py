@@ -9,7 +9,6 @@ leaves its logs in RUN_DIR/logs and stops the stack it started.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -26,7 +25,7 @@ from infra.dataset import load_dataset, time_cut
 from infra.redact import redact_logs
 from mmads.context import RunContext
 from mmads.memory import PeakMemory
-from mmads.report import summary_table
+from mmads.report import finish_report, summary_table
 from mmads.stages import Stage, StageFailedError, StageRunner, dataset_manifest
 
 logger = logging.getLogger(__name__)
@@ -201,7 +200,7 @@ def run_pipeline(
     timings["peak_rss_gib"] = memory.peak_gib  # this process + broker, Milvus, jobs and service, summed
     report = dict(ctx.runner.results.get("report", {}))
     report["timings"] = timings
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    finish_report(report, run_dir)  # again, with the timings: report.md shows them
     print("\n" + summary_table(report))
     print(f"\nreport: {run_dir / 'report.json'} and {run_dir / 'report.md'}")
     logger.info("report written to %s (pid %d)", run_dir / "report.json", os.getpid())

@@ -24,7 +24,15 @@ from infra.config import MmadsConfig
 from infra.errors import ConfigError, FeatureError
 from training.data import TimeSplit, load_training_set, time_split
 from training.lightgbm_baseline import fit_lightgbm
-from training.metrics import PerUserAUC, auc, bootstrap_gauc_ci, bootstrap_gauc_delta, logloss, per_user_auc
+from training.metrics import (
+    PerUserAUC,
+    auc,
+    bootstrap_gauc_ci,
+    bootstrap_gauc_delta,
+    expected_calibration_error,
+    logloss,
+    per_user_auc,
+)
 from training.models.ctr import MAKE, MAKE_MODELS, TORCH_MODELS, model_config
 from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
 from training.models.ranker import save_model
@@ -214,7 +222,7 @@ def train_and_evaluate(
 
     Returns:
         The report's "ctr" section: per model ``auc``, ``gauc``, ``auc_new``, ``gauc_new``,
-        ``logloss``, ``gauc_std``, ``train_seconds``, ``gauc_ci``, ``gauc_new_ci`` and, when id_only ran,
+        ``logloss``, ``ece``, ``gauc_std``, ``train_seconds``, ``gauc_ci``, ``gauc_new_ci`` and, when id_only ran,
         ``gauc_delta_ci`` and ``gauc_new_delta_ci`` (95% bootstrap CIs, [lo, hi]); for the torch models
         when lightgbm ran, ``gauc_delta_vs_lightgbm_ci`` and ``gauc_new_delta_vs_lightgbm_ci``. The
         cold-start curve (:func:`training.slices.sliced_metrics`): ``gauc_by_item_age``,
@@ -238,6 +246,9 @@ def train_and_evaluate(
         _train_seed(prep, cfg, list(models), cfg.model.seed + i, runs,
                     out_dir / "models" if i == 0 else None, progress)
     section = _metrics(prep.split.test, prep.split.train, runs, cfg.model.ctr.bootstrap, cfg.model.seed)
+    labels = prep.split.test["clicked"].to_numpy()
+    for name, per_seed in runs.proba.items():  # calibration, mean over seeds
+        section[name]["ece"] = float(np.mean([expected_calibration_error(labels, p) for p in per_seed]))
     split = prep.split
     meta = {
         "cut": str(split.cut), "valid_start": str(split.valid_start), "n_train": len(split.train),

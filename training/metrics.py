@@ -162,7 +162,23 @@ def calibration_curve(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -
     Returns:
         ``(mean_pred, click_rate)``, each of shape (<= n_bins,).
     """
+    df = _calibration_bins(labels, probs, n_bins)
+    return df["p"].to_numpy(), df["y"].to_numpy()
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
+    """ECE over the same quantile bins as :func:`calibration_curve`.
+
+    The row-weighted mean of ``|mean prediction - click rate|`` per bin: 0 for a calibrated model, in
+    the units of a click probability.
+    """
+    df = _calibration_bins(labels, probs, n_bins)
+    return float((df["n"] * (df["p"] - df["y"]).abs()).sum() / df["n"].sum())
+
+
+def _calibration_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int) -> pd.DataFrame:
+    """Per quantile bin of the prediction: mean prediction ``p``, click rate ``y``, rows ``n``."""
     y, p = _check(labels, probs)
     bins = pd.qcut(p, q=n_bins, labels=False, duplicates="drop")
-    df = pd.DataFrame({"b": bins, "y": y, "p": p}).groupby("b").mean()
-    return df["p"].to_numpy(), df["y"].to_numpy()
+    grouped = pd.DataFrame({"b": bins, "y": y, "p": p}).groupby("b")
+    return grouped.mean().assign(n=grouped.size())

@@ -1,7 +1,8 @@
 """The CTR report: ``ctr_report.json``, the ``ctr_report.md`` ablation table and PNG plots.
 
 Plots: ``gauc_by_model.png`` (GAUC overall and on new items with 95% bootstrap CIs),
-``calibration.png`` (mean prediction vs click rate per decile, first seed),
+``calibration.png`` (mean prediction vs click rate per decile, first seed, zoomed to the
+predictions' range, ECE per model),
 ``training_curves.png`` (training loss per model, MAKE's validation AUC per epoch),
 ``gain_by_item_age.png`` (the cold-start curve: GAUC gain over id_only by item age and by training
 impressions, 95% CIs) and ``epochs.png`` (the one-epoch study: id_only and MAKE AUC per epoch).
@@ -22,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
-from training.metrics import calibration_curve  # noqa: E402
+from training.metrics import calibration_curve, expected_calibration_error  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +129,26 @@ def plot_gauc(section: Mapping[str, Mapping[str, Any]], path: Path) -> None:
 
 
 def plot_calibration(labels: np.ndarray, proba: Mapping[str, np.ndarray], path: Path) -> None:
-    """Reliability curves (deciles of the prediction) for each model."""
+    """Reliability curves (deciles of the prediction) for each model, with its ECE in the legend.
+
+    The axes span the predictions' range (clicks are rare, so a [0, 1] square would crowd every
+    curve into its corner); the dashed diagonal is perfect calibration.
+    """
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    top = 0.0
     for name, p in proba.items():
         mean_pred, rate = calibration_curve(labels, p)
-        ax.plot(mean_pred, rate, marker="o", label=name)
-    ax.set_xlabel("mean predicted click probability")
+        top = max(top, float(np.max(mean_pred, initial=0.0)), float(np.max(rate, initial=0.0)))
+        ece = expected_calibration_error(labels, p)
+        ax.plot(mean_pred, rate, marker="o", label=f"{name} (ECE {ece:.2g})")
+    top = min(1.0, 1.1 * top) or 1.0
+    ax.plot([0, top], [0, top], "k--", lw=1)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("mean predicted click probability (decile)")
     ax.set_ylabel("observed click rate")
-    ax.legend()
+    ax.set_title("Calibration, first seed")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -78,10 +78,8 @@ def run_report(ctx: RunContext) -> dict[str, Any]:
         "stack": stack_summary(ctx),
         "timings": {},
     }
-    ctr_dir = ctx.run_dir / "ctr"
     extras = {"freshness_samples_ms": catch_up.get("freshness_samples_ms", []),
-              "latency_samples_ms": serve.get("latency_samples_ms", {}),
-              "ctr_plots": sorted(str(p) for p in ctr_dir.glob("*.png"))}
+              "latency_samples_ms": serve.get("latency_samples_ms", {})}
     write_report(report, ctx.run_dir, extras=extras)
     return report
 

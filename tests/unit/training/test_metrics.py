@@ -56,3 +56,18 @@ def test_bootstrap_rejects_different_rows() -> None:
     b = per_user_auc(*_random_users(0, 60))
     with pytest.raises(MmadsError, match="different rows"):
         bootstrap_gauc_delta([a], [b], n_resamples=10)
+
+
+def test_ece_is_zero_for_calibrated_bins_and_grows_with_miscalibration():
+    from training.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    p = rng.beta(1, 20, 20_000)
+    y = (rng.random(len(p)) < p).astype(np.int8)
+    calibrated = expected_calibration_error(y, p)
+    assert calibrated < 0.005
+    assert expected_calibration_error(y, np.clip(2 * p, 0, 1)) > 5 * calibrated
+    # two equal bins, predictions 0.1 and 0.3 against click rates 0.2 and 0.2: ECE 0.1
+    labels = np.array([1, 0, 0, 0, 0] * 2 + [1, 0, 0, 0, 0] * 2)
+    probs = np.array([0.1] * 10 + [0.3] * 10)
+    assert expected_calibration_error(labels, probs, n_bins=2) == pytest.approx(0.1)
