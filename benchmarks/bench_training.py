@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.config import load_config
 from training.models.ctr import MAKE, model_config
-from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs, tier_columns
+from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
 from training.trainer import TrainingLog, fit_ctr_model, train_epoch
 
 HISTORY = 50
@@ -37,7 +38,7 @@ def _frame(rng: np.random.Generator, rows: int, n_users: int, n_items: int, dim:
         "hist_item_ids": list(hist), "hist_len": HISTORY,
         "sim_max": rng.random(rows), "sim_mean": rng.random(rows) - 0.5,
     })
-    return pd.concat([frame, pd.DataFrame(tiers, columns=tier_columns(n_tiers))], axis=1)
+    return pd.concat([frame, pd.DataFrame(tiers, columns=SIMTIER_COLUMNS(n_tiers)[:n_tiers])], axis=1)
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from feature_repo.store import open_store
 from infra.config import MmadsConfig
 from infra.errors import FeatureError, MmadsError
 from serving.errors import FeatureStoreUnavailableError
-from training.models.inputs import SIM_COLUMNS, CTRInputs, ItemVectorLookup, inputs_from_arrays, tier_columns
+from training.models.inputs import CTRInputs, ItemVectorLookup, inputs_from_arrays
 from training.models.ranker import Ranker
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def model_inputs(features: OnlineFeatures, history: UserHistory, ranker: Ranker)
     Raises:
         FeatureError: the SimTier columns are not the ones the model was trained on.
     """
-    expected = [*tier_columns(ranker.n_tiers), *SIM_COLUMNS]
+    expected = ranker.simtier_columns
     if list(features.simtier_columns) != expected:
         raise FeatureError(f"SimTier columns {features.simtier_columns} differ from the model's {expected}")
     b = len(features.item_ids)

@@ -22,9 +22,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.config import CTRConfig
 from training.data import TimeSplit
-from training.models.inputs import SIM_COLUMNS, tier_columns
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _count_features(n: np.ndarray, c: np.ndarray, prior: float, key: str) -> dic
 def feature_names(n_tiers: int) -> list[str]:
     """The feature columns, in model order."""
     counts = [f"{k.removesuffix('_id')}_{s}" for k in KEYS for s in ("count", "ctr")]
-    return [*counts, *tier_columns(n_tiers), *SIM_COLUMNS]
+    return [*counts, *SIMTIER_COLUMNS(n_tiers)]
 
 
 def tabular_features(split: TimeSplit, n_tiers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -72,7 +72,7 @@ def tabular_features(split: TimeSplit, n_tiers: int) -> tuple[pd.DataFrame, pd.D
         tn = test[key].map(totals["size"]).fillna(0).to_numpy(np.float64)
         tc = test[key].map(totals["sum"]).fillna(0).to_numpy(np.float64)
         te.update(_count_features(tn, tc, prior, key))
-    sims = [*tier_columns(n_tiers), *SIM_COLUMNS]
+    sims = SIMTIER_COLUMNS(n_tiers)
     cols = feature_names(n_tiers)
     train_x = pd.concat([pd.DataFrame(tr), train[sims].reset_index(drop=True).astype(float)], axis=1)
     test_x = pd.concat([pd.DataFrame(te), test[sims].reset_index(drop=True).astype(float)], axis=1)

@@ -24,18 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.errors import FeatureError, ModelArtifactError
 
 PAD = 0
 OOV = 1
 FIRST_ID = 2
-SIM_COLUMNS = ("hist_len", "sim_max", "sim_mean")
 BASE_COLUMNS = ("user_id", "item_id", "category", "has_emb", "item_emb", "hist_item_ids")
-
-
-def tier_columns(n_tiers: int) -> list[str]:
-    """The SimTier count columns ``tier_0..tier_{T-1}``."""
-    return [f"tier_{t}" for t in range(n_tiers)]
 
 
 def _index(known: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -286,7 +281,7 @@ def _pad_history(col: pd.Series, history_len: int) -> np.ndarray:
 
 def check_columns(frame: pd.DataFrame, n_tiers: int) -> None:
     """Raise FeatureError naming every missing training-set column."""
-    needed = [*BASE_COLUMNS, *tier_columns(n_tiers), *SIM_COLUMNS]
+    needed = [*BASE_COLUMNS, *SIMTIER_COLUMNS(n_tiers)]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise FeatureError(f"frame lacks training-set columns {missing}")
@@ -308,7 +303,6 @@ def build_inputs(
         The inputs for all R rows, with labels when ``clicked`` is present.
     """
     check_columns(frame, n_tiers)
-    sim_cols = [*tier_columns(n_tiers), *SIM_COLUMNS]
     return inputs_from_arrays(
         user_ids=frame["user_id"].to_numpy(np.int64),
         item_ids=frame["item_id"].to_numpy(np.int64),
@@ -316,7 +310,7 @@ def build_inputs(
         has_emb=frame["has_emb"].fillna(False).to_numpy(bool),
         item_emb=_stack_vectors(frame["item_emb"].tolist(), lookup.dim),
         history=_pad_history(frame["hist_item_ids"], history_len),
-        simtier=frame[sim_cols].astype("float64").to_numpy(),
+        simtier=frame[SIMTIER_COLUMNS(n_tiers)].astype("float64").to_numpy(),
         lookup=lookup,
         vocab=vocab,
         label=frame["clicked"].to_numpy(np.float32) if "clicked" in frame.columns else None,

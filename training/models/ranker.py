@@ -1,7 +1,8 @@
 """Saved CTR models: the artifact format, saving, and :class:`Ranker` for inference.
 
 A model directory holds ``model.pt`` (the state dict), ``config.json`` (format version, model name
-and :class:`CTRModelConfig`, ``n_tiers``, ``history_len``, ``vec_dim``, ``model_version``) and
+and :class:`CTRModelConfig`, ``n_tiers``, ``simtier_columns`` (checked at load against
+:func:`~feature_repo.simtier.SIMTIER_COLUMNS`), ``history_len``, ``vec_dim``, ``model_version``) and
 ``vocab.npz`` + ``vocab.json`` (the id vocabularies). ``Ranker.score`` builds its inputs with the same
 :func:`~training.models.inputs.build_inputs` and runs the same :func:`predict_logits` as the
 offline evaluation, so scores match the offline model's on the same features.
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.errors import FeatureError, ModelArtifactError
 from training.models.ctr import CTRModel, CTRModelConfig, predict_logits
 from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
@@ -62,7 +64,8 @@ def save_model(model: CTRModel, vocab: IdVocab, model_dir: Path, *, name: str, n
     vocab.save(model_dir / VOCAB_FILE)
     meta = {
         "format": FORMAT_VERSION, "name": name, "model_version": version, "model": model.cfg.to_dict(),
-        "n_tiers": n_tiers, "history_len": history_len, "vec_dim": vec_dim, **(extra or {}),
+        "n_tiers": n_tiers, "simtier_columns": SIMTIER_COLUMNS(n_tiers), "history_len": history_len,
+        "vec_dim": vec_dim, **(extra or {}),
     }
     (model_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=str))
     logger.info("saved %s to %s", version, model_dir)
@@ -84,6 +87,7 @@ class Ranker:
         self.name: str = meta["name"]
         self.model_version: str = meta["model_version"]
         self.n_tiers: int = int(meta["n_tiers"])
+        self.simtier_columns: list[str] = list(meta.get("simtier_columns") or SIMTIER_COLUMNS(self.n_tiers))
         self.history_len: int = int(meta["history_len"])
         self.vec_dim: int = int(meta["vec_dim"])
 
@@ -101,6 +105,10 @@ class Ranker:
         meta = json.loads(cfg_file.read_text())
         if meta.get("format") != FORMAT_VERSION:
             raise ModelArtifactError(f"{model_dir}: format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        expected = SIMTIER_COLUMNS(int(meta["n_tiers"]))
+        if meta.get("simtier_columns", expected) != expected:  # artifacts before the list was saved: n_tiers
+            raise ModelArtifactError(f"{model_dir}: trained on SimTier columns {meta['simtier_columns']}, but "
+                                     f"feature_repo.simtier computes {expected}: retrain the model")
         model = CTRModel(CTRModelConfig.from_dict(meta["model"]))
         state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         try:

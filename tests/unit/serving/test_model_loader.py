@@ -50,3 +50,22 @@ def test_load_checks_the_feature_shapes(run_dir: Path):
     assert served.run_dir == run_dir.resolve()
     with pytest.raises(ModelArtifactError, match=r"expects d=8, T=4 but the feature store serves d=16, T=4"):
         load_model(run_dir, CFG.with_overrides(model={"dim": 16}), "simtier")
+
+
+def test_the_artifact_records_the_simtier_columns_and_load_checks_them(run_dir: Path, tmp_path: Path):
+    import shutil
+
+    from feature_repo.simtier import SIMTIER_COLUMNS
+    from training.models.ranker import CONFIG_FILE, Ranker
+
+    model_dir = run_dir / "ctr" / "models" / "simtier"
+    meta = json.loads((model_dir / CONFIG_FILE).read_text())
+    assert meta["simtier_columns"] == SIMTIER_COLUMNS(4)
+    assert Ranker.load(model_dir).simtier_columns == SIMTIER_COLUMNS(4)
+    # a model trained when the feature had other columns must not be served
+    moved = tmp_path / "simtier"
+    shutil.copytree(model_dir, moved)
+    meta["simtier_columns"] = [*SIMTIER_COLUMNS(4)[:-1], "sim_median"]
+    (moved / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelArtifactError, match="trained on SimTier columns .*sim_median.*retrain"):
+        Ranker.load(moved)
