@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mmads.commands.common import format_table
+from training.models.registry import MODEL_NAMES
 
 logger = logging.getLogger(__name__)
 
 REPORT_KEYS = ("data", "scl", "ctr", "freshness", "parity", "serving", "retrieval", "counts", "training_set",
                "stack", "timings")
-CTR_MODELS = ("id_only", "simtier", "make", "make_ft", "simtier_make", "lightgbm")
 SCL_VARIANTS = ("frozen", "inbatch", "queue", "hard")
 PLOT_FILES = ("scl_recall.png", "freshness.png", "serving_latency.png", "timings.png")
 _UNITS = (("_per_s", "/s"), ("_ms", "ms"), ("_s", "s"), ("seconds", "s"), ("_gib", "GiB"))
@@ -82,7 +82,7 @@ def _num(v: Any, fmt: str = ".4f") -> str:
 def ctr_rows(ctr: Mapping[str, Any]) -> list[list[str]]:
     """One row per CTR model: AUC, GAUC (overall and new items), ECE, GAUC delta CIs vs id_only and lightgbm."""
     rows = []
-    for name in [m for m in CTR_MODELS if m in ctr] + [m for m in ctr if m not in CTR_MODELS]:
+    for name in [m for m in MODEL_NAMES if m in ctr] + [m for m in ctr if m not in MODEL_NAMES]:
         m = ctr[name]
         if not isinstance(m, Mapping) or "auc" not in m:
             continue

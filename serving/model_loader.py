@@ -16,10 +16,10 @@ from pathlib import Path
 from infra.config import MmadsConfig
 from infra.errors import ModelArtifactError
 from training.models.ranker import Ranker
+from training.models.registry import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "simtier_make"
 SERVING_FILE = "serving.json"
 MODELS_SUBDIR = Path("ctr") / "models"
 

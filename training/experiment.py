@@ -33,16 +33,16 @@ from training.metrics import (
     logloss,
     per_user_auc,
 )
-from training.models.ctr import MAKE, MAKE_MODELS, TORCH_MODELS, model_config
+from training.models.ctr import MAKE, model_config
 from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
 from training.models.ranker import save_model
+from training.models.registry import MAKE_MODELS, MODEL_NAMES
 from training.report import write_report
 from training.slices import sliced_metrics
 from training.trainer import TrainingLog, epoch_curve, fit_ctr_model, fit_make, predict_proba
 
 logger = logging.getLogger(__name__)
 
-ALL_MODELS = (*TORCH_MODELS, "lightgbm")
 PREDICTIONS_FILE = "ctr_test_predictions.parquet"
 MIN_ITEM_COUNT = 2  # items with fewer training impressions share the OOV ("cold item") embedding
 SAME_ENCODER_COSINE = 0.9  # one encoder's vectors agree to ~1, two encoders' to ~0
@@ -196,7 +196,7 @@ def _metrics(test: pd.DataFrame, train: pd.DataFrame, runs: _Runs, n_boot: int,
 
 def train_and_evaluate(
     train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: MmadsConfig, out_dir: Path, *,
-    models: Sequence[str] = ALL_MODELS, seeds: int | None = None, progress: bool = True,
+    models: Sequence[str] = MODEL_NAMES, seeds: int | None = None, progress: bool = True,
     cut: pd.Timestamp | None = None, holdout: str = "test",
 ) -> dict[str, Any]:
     """Train and evaluate the ablation; write artifacts, ``ctr_report.json``/``.md`` and plots.
@@ -233,9 +233,9 @@ def train_and_evaluate(
     """
     if holdout not in ("test", "validation"):
         raise ConfigError(f"holdout must be 'test' or 'validation', got {holdout!r}")
-    unknown = [m for m in models if m not in ALL_MODELS]
+    unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown or not models:
-        raise ConfigError(f"unknown CTR models {unknown}; choose from {list(ALL_MODELS)}")
+        raise ConfigError(f"unknown CTR models {unknown}; choose from {list(MODEL_NAMES)}")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     n_seeds = seeds or cfg.model.ctr.seeds
     start = time.perf_counter()

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from mmads.commands.common import config_of
-
-MODELS = ("id_only", "simtier", "make", "make_ft", "simtier_make", "lightgbm")
+from training.models.registry import MODEL_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--training-set", type=Path,
                    help="an existing training-set parquet (default: build one into RUN_DIR from --data)")
     p.add_argument("--model", type=Path, help="SCL model directory for item vectors (default: frozen encoder)")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models to train")
+    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="which models to train")
     p.add_argument("--seeds", type=int, help="seeds to average over (default: config model.ctr.seeds)")
     p.add_argument("--holdout", choices=("test", "validation"), default="test",
                    help="what the models are scored on: the test period after the cut (default), or the "

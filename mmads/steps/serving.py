@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from infra.processes import start_process, stop_process
+from training.models.registry import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     import httpx
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SERVED_MODEL = "simtier_make"  # the paper's model; chosen up front, never by test metrics
 N_RANK_USERS = 200
 N_CANDIDATES = 200
 N_PARITY_USERS = 20
@@ -46,7 +46,7 @@ def _client(ctx: RunContext) -> httpx.Client:
 
 def start_service(ctx: RunContext) -> None:
     """Start ``mmads serve`` on the run directory and wait for /healthz."""
-    (ctx.run_dir / "serving.json").write_text(json.dumps({"model": SERVED_MODEL}))
+    (ctx.run_dir / "serving.json").write_text(json.dumps({"model": DEFAULT_MODEL}))
     stop_process(ctx.cfg.state_dir, SERVICE)
     argv = [sys.executable, "-m", "mmads", "--config", str(ctx.config_file), "serve", "--run", str(ctx.run_dir)]
     start_process(ctx.cfg.state_dir, SERVICE, argv, role="client", host=ctx.cfg.serving.host,
@@ -113,7 +113,7 @@ def _parity(ctx: RunContext, requests: list[dict[str, Any]]) -> dict[str, Any]:
     offline = pd.read_parquet(path)
     cols = SIMTIER_COLUMNS(ctx.cfg.model.n_tiers)
     reader = OnlineFeatureReader(store, ctx.cfg)
-    ranker = Ranker.load(ctx.run_dir / "ctr" / "models" / SERVED_MODEL)
+    ranker = Ranker.load(ctx.run_dir / "ctr" / "models" / DEFAULT_MODEL)
     offline_scores = ranker.score(offline, item_vectors(ctx))
     feat_diff = score_diff = 0.0
     lo = 0
@@ -182,7 +182,7 @@ def run_serve(ctx: RunContext) -> dict[str, Any]:
         raise RuntimeError(f"/similar answered {similar.status_code}: {similar.text[:300]}")
     served_version = requests[0]["response"]["model_version"] if requests else None
     return {
-        "serving": {"model": SERVED_MODEL, "model_version": served_version, "requests": len(rank_ms),
+        "serving": {"model": DEFAULT_MODEL, "model_version": served_version, "requests": len(rank_ms),
                     "candidates": N_CANDIDATES, "p50_ms": float(np.percentile(rank_ms, 50)),
                     "p99_ms": float(np.percentile(rank_ms, 99))},
         "parity": parity,

@@ -16,9 +16,7 @@ from torch import nn
 from infra.errors import ConfigError
 from training.models.inputs import CTRInputs, IdVocab
 from training.models.modules import MLP, SimTierTower, TargetAttention
-
-TORCH_MODELS = ("id_only", "simtier", "make", "make_ft", "simtier_make")
-MAKE_MODELS = ("make", "make_ft", "simtier_make")
+from training.models.registry import TORCH_MODELS, model_spec
 
 
 @dataclass(frozen=True)
@@ -193,11 +191,12 @@ def model_config(name: str, vocab: IdVocab, *, id_dim: int, mlp_hidden: tuple[in
     Returns:
         The frozen model configuration.
     """
-    if name not in TORCH_MODELS:
-        raise ConfigError(f"unknown CTR model '{name}'; expected one of {list(TORCH_MODELS)}")
-    make = MakeConfig(dim=vec_dim, mlp_hidden=mlp_hidden) if name in MAKE_MODELS else None
+    spec = model_spec(name)
+    if spec.kind != "torch":
+        raise ConfigError(f"'{name}' is not a torch CTR model; expected one of {list(TORCH_MODELS)}")
+    make = MakeConfig(dim=vec_dim, mlp_hidden=mlp_hidden) if spec.uses_make else None
     return CTRModelConfig(
         n_users=vocab.n_users, n_items=vocab.n_items, n_categories=vocab.n_categories, id_dim=id_dim,
-        mlp_hidden=mlp_hidden, n_tiers=n_tiers if name in ("simtier", "simtier_make") else None,
-        make=make, finetune_make=name == "make_ft",
+        mlp_hidden=mlp_hidden, n_tiers=n_tiers if spec.uses_simtier else None,
+        make=make, finetune_make=spec.finetune_make,
     )

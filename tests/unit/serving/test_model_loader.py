@@ -7,8 +7,9 @@ import pytest
 from benchmarks.serving_world import save_random_model
 from infra.config import load_config
 from infra.errors import ModelArtifactError
-from serving.model_loader import DEFAULT_MODEL, available_models, choose_model, load_model
+from serving.model_loader import available_models, choose_model, load_model
 from training.models.inputs import IdVocab
+from training.models.registry import DEFAULT_MODEL
 
 CFG = load_config(env={}).with_overrides(model={"dim": 8, "history_len": 4, "n_tiers": 4})
 VOCAB = IdVocab(user_ids=np.array([1, 2]), item_ids=np.array([10, 11, 12]), categories=("a", "b"))
