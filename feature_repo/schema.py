@@ -9,6 +9,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 ITEM_VIEW = "item_embeddings"
@@ -21,6 +25,8 @@ SERVING_SERVICE = "ctr_serving"
 
 TS_FIELD = "event_timestamp"
 ITEM_COLUMNS = ["item_id", "emb", "category", "created_at", TS_FIELD]
+# the item-vector table training, the CTR report and the serving checks take: one row per item
+ITEM_VECTOR_COLUMNS = ITEM_COLUMNS[:-1]
 USER_COLUMNS = ["user_id", "hist_item_ids", "hist_emb_flat", "last_event_ts", TS_FIELD]
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -49,3 +55,16 @@ CREATED_FIELD = "created_ts"
 PART_SCHEMAS: dict[str, pa.Schema] = {
     view: schema.append(pa.field(CREATED_FIELD, _TS)) for view, schema in VIEW_SCHEMAS.items()}
 VIEW_KEYS: dict[str, str] = {ITEM_VIEW: "item_id", USER_VIEW: "user_id"}
+
+
+def item_vector_table(items: pd.DataFrame, vectors: np.ndarray | Sequence[np.ndarray]) -> pd.DataFrame:
+    """The item-vector table (:data:`ITEM_VECTOR_COLUMNS`) of ``items`` (a dataset's items frame) and their vectors.
+
+    Args:
+        items: ``item_id``, ``category``, ``created_at`` per item.
+        vectors: ``(len(items), d)`` vectors, row i belongs to ``items.iloc[i]``.
+    """
+    return pd.DataFrame({
+        "item_id": items["item_id"].to_numpy(np.int64), "emb": list(vectors),
+        "category": items["category"].to_numpy(), "created_at": items["created_at"].to_numpy(),
+    })

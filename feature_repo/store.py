@@ -34,6 +34,7 @@ from feature_repo.schema import (
     CREATED_FIELD,
     ITEM_COLUMNS,
     ITEM_SCHEMA,
+    ITEM_VECTOR_COLUMNS,
     ITEM_VIEW,
     PART_SCHEMAS,
     SERVING_SERVICE,
@@ -53,7 +54,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ITEM_COLUMNS", "ITEM_SCHEMA", "ITEM_VIEW", "SERVING_SERVICE", "TRAINING_SERVICE", "TS_FIELD",
     "USER_COLUMNS", "USER_SCHEMA", "USER_VIEW", "append_offline", "apply_repo", "open_store",
-    "read_offline", "render_feature_store_yaml", "to_arrow", "write_online_items", "write_online_users",
+    "latest_item_vectors", "latest_offline", "read_offline", "render_feature_store_yaml", "to_arrow",
+    "write_online_items", "write_online_users",
 ]
 
 _TS_US = pa.timestamp("us", tz="UTC")
@@ -227,6 +229,30 @@ def _coalesce(df: pd.DataFrame, key: str) -> pd.DataFrame:
     if df.empty:
         return df
     return df.sort_values(TS_FIELD, kind="stable").drop_duplicates(key, keep="last")
+
+
+def latest_offline(cfg: MmadsConfig, view: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The latest offline row per entity of ``view`` (by ``event_timestamp``; ties: the later row).
+
+    Args:
+        cfg: the configuration.
+        view: ``item_embeddings`` or ``user_behavior``.
+        columns: the columns to return (the entity key and ``event_timestamp`` are read either way).
+
+    Raises:
+        FeatureError: unknown view.
+    """
+    if view not in VIEW_KEYS:
+        raise FeatureError(f"unknown feature view {view!r}; expected one of {sorted(VIEW_KEYS)}")
+    key = VIEW_KEYS[view]
+    read = None if columns is None else list(dict.fromkeys([key, TS_FIELD, *columns]))
+    rows = _coalesce(read_offline(cfg, view, read), key).reset_index(drop=True)
+    return rows if columns is None else rows[columns]
+
+
+def latest_item_vectors(cfg: MmadsConfig) -> pd.DataFrame:
+    """The item-vector table (:data:`~feature_repo.schema.ITEM_VECTOR_COLUMNS`) from the offline store."""
+    return latest_offline(cfg, ITEM_VIEW, ITEM_VECTOR_COLUMNS)
 
 
 def write_online_items(store: FeatureStore, df: pd.DataFrame) -> None:

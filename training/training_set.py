@@ -35,7 +35,7 @@ from tqdm import tqdm
 from feature_repo.history import ItemVectors, history_snapshots, lookup_time
 from feature_repo.schema import ITEM_VIEW, TRAINING_SERVICE, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier_from_table
-from feature_repo.store import append_offline, read_offline, write_online_items, write_online_users
+from feature_repo.store import append_offline, latest_offline, write_online_items, write_online_users
 from infra.config import MmadsConfig
 from infra.errors import FeatureError
 
@@ -211,9 +211,7 @@ def _retrieve(store: FeatureStore, entity: pd.DataFrame, features: list[str] | o
 
 def item_table(cfg: MmadsConfig) -> ItemVectors:
     """The item vectors of the offline item_embeddings rows (the latest row per item)."""
-    rows = read_offline(cfg, ITEM_VIEW, ["item_id", "emb", "event_timestamp"])
-    rows = rows.sort_values("event_timestamp", kind="stable").drop_duplicates("item_id", keep="last")
-    return _item_vectors(rows, cfg.model.dim)
+    return _item_vectors(latest_offline(cfg, ITEM_VIEW, ["item_id", "emb"]), cfg.model.dim)
 
 
 def _ragged(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
 from infra.errors import ConfigError
 from mmads.commands.common import config_of
 
@@ -31,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from encoders import ItemEncoder, pretrained_encoder
+    from feature_repo.schema import item_vector_table
     from feature_repo.store import apply_repo
     from infra.dataset import load_dataset
     from mmads.steps.modeling import TRAINING_SET as TRAINING_SET_FILE
@@ -42,7 +41,7 @@ def _build(args: argparse.Namespace) -> int:
     ds = load_dataset(args.data)
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
     vectors = encoder.encode_items(ds.items, image_root=ds.root)
-    item_vectors = pd.DataFrame({"item_id": ds.items["item_id"].to_numpy(), "emb": list(vectors)})
+    item_vectors = item_vector_table(ds.items, vectors)
     store = apply_repo(cfg)
     materialize_from_dataset(cfg, store, ds.behaviors, ds.items, item_vectors, progress=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     import json
 
-    import pandas as pd
-
     from encoders import ItemEncoder, pretrained_encoder
+    from feature_repo.schema import item_vector_table
     from feature_repo.store import apply_repo
     from infra.config import run_config_file, save_config
     from infra.dataset import dataset_cut, load_dataset
@@ -49,10 +48,7 @@ def _train(args: argparse.Namespace) -> int:
     ds = load_dataset(args.data)
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
     vectors = encoder.encode_items(ds.items, image_root=ds.root)
-    item_vectors = pd.DataFrame({
-        "item_id": ds.items["item_id"].to_numpy(), "emb": list(vectors),
-        "category": ds.items["category"].to_numpy(), "created_at": ds.items["created_at"].to_numpy(),
-    })
+    item_vectors = item_vector_table(ds.items, vectors)
     train_set = args.training_set
     if train_set is None:
         store = apply_repo(cfg)

@@ -33,12 +33,9 @@ def summarize_scl(r: dict[str, Any]) -> str:
 
 def item_vectors(ctx: RunContext) -> pd.DataFrame:
     """The item-vector table from the Feast offline store (the latest row per item)."""
-    from feature_repo.schema import ITEM_VIEW, TS_FIELD
-    from feature_repo.store import read_offline
+    from feature_repo.store import latest_item_vectors
 
-    rows = read_offline(ctx.cfg, ITEM_VIEW)
-    rows = rows.sort_values(TS_FIELD, kind="stable").drop_duplicates("item_id", keep="last")
-    return rows[["item_id", "emb", "category", "created_at"]].reset_index(drop=True)
+    return latest_item_vectors(ctx.cfg)
 
 
 def logged_impressions(ctx: RunContext) -> pd.DataFrame:

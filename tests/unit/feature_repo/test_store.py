@@ -102,3 +102,22 @@ def test_redis_password_is_a_reference_feast_expands(cfg, monkeypatch):
     assert "password=${MMADS_REDIS_PASSWORD}" in path.read_text()
     loaded = load_repo_config(path.parent, path)
     assert loaded.online_store.connection_string == "127.0.0.1:7000,password=p4ssw0rd!"
+
+
+def test_latest_offline_keeps_the_latest_row_per_item(tmp_path):
+    from feature_repo.schema import ITEM_VECTOR_COLUMNS, item_vector_table
+    from feature_repo.store import latest_item_vectors, latest_offline
+
+    cfg = load_config(env={}).with_overrides(state_dir=tmp_path, model={"dim": 2})
+    items = pd.DataFrame({"item_id": [1, 2], "category": ["a", "b"], "created_at": [T0, T0]})
+    first = item_vector_table(items, np.array([[1, 0], [0, 1]], np.float32))
+    later = item_vector_table(items.iloc[:1], np.array([[0.5, 0.5]], np.float32))
+    append_offline(cfg, "item_embeddings", first.assign(event_timestamp=T0 + pd.Timedelta(seconds=1)))
+    append_offline(cfg, "item_embeddings", later.assign(event_timestamp=T0 + pd.Timedelta(seconds=2)))
+    table = latest_item_vectors(cfg)
+    assert list(table.columns) == ITEM_VECTOR_COLUMNS
+    got = dict(zip(table["item_id"], (list(v) for v in table["emb"]), strict=True))
+    assert got == {1: [0.5, 0.5], 2: [0.0, 1.0]}
+    assert len(latest_offline(cfg, "item_embeddings")) == 2
+    with pytest.raises(FeatureError, match="unknown feature view"):
+        latest_offline(cfg, "nope")
