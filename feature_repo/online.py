@@ -27,6 +27,7 @@ from feast import FeatureStore, FeatureView
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from feature_repo.feast_internals import online_read
 from feature_repo.on_demand import history_matrix, target_matrix
 from feature_repo.schema import ITEM_VIEW, SERVING_SERVICE, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
@@ -188,10 +189,7 @@ class OnlineFeatureReader:
             rows: Sequence[dict[str, ValueProto] | None] = self._sqlite.read(self._views[view], join_key, ids, names)
         else:
             keys = [EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=int(i))]) for i in ids]
-            rows = [values for _, values in self.store._get_provider().online_read(  # noqa: SLF001 - see above
-                config=self.store.config, table=self._views[view], entity_keys=keys,
-                requested_features=list(names),  # the Redis store appends its timestamp column to this list
-            )]
+            rows = [values for _, values in online_read(self.store, self._views[view], keys, names)]
         out: dict[str, list[Any]] = {name: [] for name in names}
         for values in rows:
             for name in names:

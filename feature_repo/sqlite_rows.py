@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id
-from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+from feature_repo.feast_internals import sqlite_connection
 
 _PROBES = (0, 1, -1, 2**40 + 7)  # ids whose serialized keys must all follow the template
 
@@ -33,10 +34,10 @@ class SqliteRowReader:
     """
 
     def __init__(self, store: FeatureStore) -> None:
-        online = store._get_provider().online_store  # noqa: SLF001 - the table Feast itself reads
-        if not isinstance(online, SqliteOnlineStore):
-            raise TypeError(f"not a SQLite online store: {type(online).__name__}")
-        self._conn = online._get_conn(store.config)  # noqa: SLF001 - Feast's connection, one per store
+        conn = sqlite_connection(store)  # the table Feast itself reads, on Feast's connection
+        if conn is None:
+            raise TypeError("not a SQLite online store")
+        self._conn = conn
         self._project = store.config.project
         self._versioning = store.config.registry.enable_online_feature_view_versioning
         self._key_version = store.config.entity_key_serialization_version
@@ -46,7 +47,7 @@ class SqliteRowReader:
     @staticmethod
     def supports(store: FeatureStore) -> bool:
         """Whether ``store``'s online store is Feast's SQLite store."""
-        return isinstance(store._get_provider().online_store, SqliteOnlineStore)  # noqa: SLF001
+        return sqlite_connection(store) is not None
 
     def _feast_key(self, join_key: str, value: int) -> bytes:
         proto = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=value)])

@@ -30,6 +30,7 @@ from feast.types import Array, Float32, Int64
 
 from feature_repo.data_sources import offline_dir, repo_dir
 from feature_repo.definitions import build_definitions
+from feature_repo.feast_internals import online_write_batch
 from feature_repo.schema import (
     CREATED_FIELD,
     ITEM_COLUMNS,
@@ -326,5 +327,4 @@ def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame) -> None:
     """
     rows = online_rows(store, view, df)
     if rows:
-        store._get_provider().online_write_batch(  # noqa: SLF001 - the public write is the slow part
-            config=store.config, table=store.get_feature_view(view), data=rows, progress=None)
+        online_write_batch(store, store.get_feature_view(view), rows)  # the public write is the slow part

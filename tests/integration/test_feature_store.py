@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from feature_repo.feast_internals import online_read
 from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, step
 from feature_repo.online import ItemRowCache, OnlineFeatureReader
 from feature_repo.schema import ITEM_VIEW, USER_VIEW
@@ -241,8 +242,7 @@ def test_sqlite_row_reader_equals_feasts_online_read(repo):
                                        (USER_VIEW, "user_id", [NEW_USER, 1, 2], ["hist_item_ids", "hist_emb_flat"])):
         view = store.get_feature_view(view_name)
         protos = [EntityKeyProto(join_keys=[key], entity_values=[ValueProto(int64_val=i)]) for i in ids]
-        theirs = store._get_provider().online_read(config=store.config, table=view, entity_keys=protos,
-                                                   requested_features=names)
+        theirs = online_read(store, view, protos, names)
         mine = rows.read(view, key, ids, names)
         assert len(mine) == len(ids)
         for (_, expected), got in zip(theirs, mine, strict=True):
