@@ -73,14 +73,38 @@ def _online_store_section(cfg: MmadsConfig, root: Path) -> dict[str, Any]:
     return {"type": "sqlite", "path": str(root / "online.db")}
 
 
+REPO_DEFINITIONS = "mmads_repo.py"  # beside feature_store.yaml: what the feast CLI reads
+REPO_CONFIG = "mmads_config.yaml"  # the config the definitions are built from (no secrets)
+_DEFINITIONS_SOURCE = '''"""Feast definitions of this mmads feature repo, for the feast CLI.
+
+Rendered by mmads (feature_repo.store.render_feature_store_yaml): the objects are the ones
+`mmads stack up` applies, built by feature_repo.definitions from the config beside this file, so
+`feast plan`, `feast apply`, `feast feature-views list` and `feast ui` work here. Edit the
+definitions in the mmads package, not here: this file is rewritten.
+"""
+
+from pathlib import Path as _Path
+
+from feature_repo.definitions import build_definitions as _build_definitions
+from infra.config import load_config as _load_config
+
+for _obj in _build_definitions(_load_config(_Path(__file__).with_name("{config}"), env={{}})):
+    globals()[f"{{type(_obj).__name__}}_{{_obj.name}}"] = _obj
+'''
+
+
 def render_feature_store_yaml(cfg: MmadsConfig) -> Path:
-    """Write ``feature_store.yaml`` for ``cfg`` (atomically) and return its path.
+    """Write the Feast repo for ``cfg`` (atomically): ``feature_store.yaml`` beside the definitions.
+
+    The definitions file (:data:`REPO_DEFINITIONS`) builds the objects of
+    :func:`~feature_repo.definitions.build_definitions` from the config written beside it
+    (:data:`REPO_CONFIG`), so the ``feast`` CLI can own the repo.
 
     Args:
         cfg: the configuration (``feast`` section and ``state_dir``).
 
     Returns:
-        The path of the rendered file.
+        The path of ``feature_store.yaml``.
     """
     root = repo_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
@@ -92,11 +116,20 @@ def render_feature_store_yaml(cfg: MmadsConfig) -> Path:
         "offline_store": {"type": cfg.feast.offline_store},
         "entity_key_serialization_version": cfg.feast.entity_key_serialization_version,
     }
+    _write_text_atomic(root / REPO_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json")))
+    _write_text_atomic(root / REPO_DEFINITIONS, _DEFINITIONS_SOURCE.format(config=REPO_CONFIG))
     path = root / "feature_store.yaml"
-    tmp = root / f".feature_store.yaml.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    os.replace(tmp, path)
+    _write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename (other processes render the same repo)."""
+    if path.is_file() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _ensure_offline_dirs(cfg: MmadsConfig) -> None:
