@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from infra.config import MmadsConfig
-from infra.errors import StackNotRunningError
+from infra.errors import StackError, StackNotRunningError
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +66,22 @@ def ensure_loaded(client: Any, collection: str, *, timeout_s: float = 10.0) -> N
     if getattr(state, "name", str(state)) != "Loaded":
         logger.info("loading Milvus collection %s (state %s)", collection, state)
         client.load_collection(collection, timeout=timeout_s)
+
+
+def guarded_call(client: Any, collection: str, address: str, what: str, fn: Callable[[], T], *,
+                 error: type[StackError] = StackError, timeout_s: float = 10.0) -> T:
+    """Call ``fn`` (a request on ``client``, or the connect that makes it when ``client`` is None).
+
+    A released collection is loaded once (:func:`loading_on_release`); any other failure becomes
+    ``error`` naming Milvus, the collection and ``what`` failed (pymilvus raises grpc, Milvus and OS
+    errors alike). An mmads :class:`StackError` passes through unchanged.
+    """
+    try:
+        if client is None:
+            return fn()
+        return loading_on_release(client, collection, fn, timeout_s=timeout_s)
+    except StackError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise error(f"Milvus at {address} (collection {collection!r}): {what} failed: "
+                    f"{exc.__class__.__name__}: {str(exc)[:200]}") from exc

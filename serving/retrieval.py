@@ -25,7 +25,7 @@ import numpy as np
 
 from infra.config import MmadsConfig
 from infra.errors import StackError
-from infra.milvus import ensure_loaded, loading_on_release
+from infra.milvus import ensure_loaded, guarded_call
 from serving.errors import RequestError, RetrievalUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -101,16 +101,8 @@ class Retriever:
             return self._client
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
-            if self._client is None:
-                return fn()
-            return loading_on_release(self._client, self.collection, fn, timeout_s=CALL_TIMEOUT_S)
-        except StackError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - pymilvus raises grpc, Milvus and OS errors alike
-            raise RetrievalUnavailableError(
-                f"Milvus at {self.cfg.milvus.address} (collection {self.collection!r}): {what} failed: "
-                f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
+        return guarded_call(self._client, self.collection, self.cfg.milvus.address, what, fn,
+                            error=RetrievalUnavailableError, timeout_s=CALL_TIMEOUT_S)
 
     def ping(self) -> str:
         """Check the collection exists and is loaded (loading it if released); returns a one-line detail.

@@ -20,7 +20,7 @@ import numpy as np
 
 from infra.config import MmadsConfig
 from infra.errors import StackError
-from infra.milvus import loading_on_release
+from infra.milvus import guarded_call
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +79,8 @@ class MilvusSink:
         return self._client
 
     def _call(self, what: str, fn: Any) -> Any:
-        try:
-            if self._client is None:
-                return fn()
-            return loading_on_release(self._client, self.collection, fn, timeout_s=CALL_TIMEOUT_S)
-        except StackError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - pymilvus raises grpc, Milvus and OS errors alike
-            raise StackError(f"Milvus at {self.cfg.milvus.address}: {what} failed: "
-                             f"{exc.__class__.__name__}: {str(exc)[:200]}") from exc
+        return guarded_call(self._client, self.collection, self.cfg.milvus.address, what, fn,
+                            timeout_s=CALL_TIMEOUT_S)
 
     def ensure_collection(self) -> None:
         """Create the collection and its index when missing, and load it.
