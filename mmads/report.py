@@ -69,14 +69,16 @@ def format_value(value: Any, key: str = "", unit: str = "") -> str:
     return str(value)
 
 
-def _num(v: Any, fmt: str = ".4f") -> str:
+def _num(v: Any) -> str:
+    """A metric in a column of metrics: four decimals, so the column lines up."""
     if isinstance(v, bool) or v is None:
         return "-" if v is None else str(v)
-    if isinstance(v, int) and fmt.endswith("f"):
-        return str(v)
-    if isinstance(v, int | float):
-        return format(v, fmt)
-    return str(v)
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _mag(v: Any) -> str:
+    """A figure of the summary: by its magnitude; ``-`` when missing."""
+    return "-" if v is None else format_number(v)
 
 
 def ctr_rows(ctr: Mapping[str, Any]) -> list[list[str]]:
@@ -112,16 +114,16 @@ def summary_table(report: Mapping[str, Any]) -> str:
     tm = report.get("timings", {})
     lines = [
         ("SCL recall@10 (default / frozen)", f"{_num(scl.get('recall@10'))} / {_num(scl.get('recall@10_frozen'))}"),
-        ("item freshness p50 / p99 ms", f"{_num(fr.get('item_p50_ms'), '.0f')} / {_num(fr.get('item_p99_ms'), '.0f')}"),
-        ("behavior freshness p99 ms", _num(fr.get("behavior_p99_ms"), ".0f")),
+        ("item freshness p50 / p99 ms", f"{_mag(fr.get('item_p50_ms'))} / {_mag(fr.get('item_p99_ms'))}"),
+        ("behavior freshness p99 ms", _mag(fr.get("behavior_p99_ms"))),
         ("counts milvus / feast items / users / dlq", " / ".join(
-            _num(cnt.get(k), "d") for k in ("milvus_items", "feast_items", "feast_users", "dlq"))),
+            _mag(cnt.get(k)) for k in ("milvus_items", "feast_items", "feast_users", "dlq"))),
         ("parity offline-online / serving-offline", " / ".join(
-            _num(par.get(k), ".2e") for k in ("offline_online_max_abs_diff", "serving_offline_max_abs_diff"))),
-        ("serving p50 / p99 ms", f"{_num(srv.get('p50_ms'), '.1f')} / {_num(srv.get('p99_ms'), '.1f')}"),
+            _mag(par.get(k)) for k in ("offline_online_max_abs_diff", "serving_offline_max_abs_diff"))),
+        ("serving p50 / p99 ms", f"{_mag(srv.get('p50_ms'))} / {_mag(srv.get('p99_ms'))}"),
         ("retrieval recall@100 (all / new / popular)", " / ".join(
             _num(ret.get(k)) for k in ("recall@100", "recall@100_new", "recall@100_popular"))),
-        ("total seconds / peak GiB", f"{_num(tm.get('total'), '.0f')} / {_num(tm.get('peak_rss_gib'), '.2f')}"),
+        ("total seconds / peak GiB", f"{_mag(tm.get('total'))} / {_mag(tm.get('peak_rss_gib'))}"),
     ]
     out = format_table(["figure", "value"], lines)
     rows = ctr_rows(report.get("ctr", {}))
