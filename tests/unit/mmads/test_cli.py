@@ -197,7 +197,7 @@ def test_demo_regenerates_data_of_another_seed(tiny_data: Path, tmp_path: Path):
     assert demo_data(data, seed=3, scale=0.01, images=False).startswith("skipped")
     said = demo_data(data, seed=4, scale=0.01, images=False)
     assert said.startswith("regenerated: it held seed 3")
-    assert generation_params(data) == {"seed": 4, "scale": 0.01, "image_size": 64, "images": False}
+    assert generation_params(data) == {"seed": 4, "scale": 0.01, "image_size": 64, "images": False, "regime": "default"}
 
 
 def test_features_out_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
