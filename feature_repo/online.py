@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.on_demand import history_matrix, target_matrix
-from feature_repo.schema import ITEM_VIEW, SERVING_SERVICE, USER_VIEW
+from feature_repo.schema import ITEM_SIDE_VIEW, ITEM_VIEW, SERVING_SERVICE, USER_SIDE_VIEW, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from feature_repo.sqlite_rows import SqliteRowReader
 from infra.config import MmadsConfig
@@ -133,6 +133,8 @@ class OnlineFeatures:
         simtier: ``(B, T + 3)`` float64, columns ``simtier_columns``.
         simtier_columns: :func:`SIMTIER_COLUMNS` of T.
         hist_emb: ``(L', d)`` float32 the user's history vectors as stored (None: not read).
+        side: per configured side feature, its B raw stored values (item features per candidate,
+            user features repeated); empty when the run has no side features.
     """
 
     user_id: int
@@ -145,6 +147,7 @@ class OnlineFeatures:
     simtier: np.ndarray
     simtier_columns: list[str]
     hist_emb: np.ndarray | None = None
+    side: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def missing_item_ids(self) -> list[int]:
@@ -172,6 +175,8 @@ class OnlineFeatureReader:
         self.n_tiers = cfg.model.n_tiers
         self.columns = SIMTIER_COLUMNS(self.n_tiers)
         self.item_cache = item_cache
+        self.item_side = [s.name for s in cfg.data.side_features or () if s.source == "items"]
+        self.user_side = [s.name for s in cfg.data.side_features or () if s.source == "users"]
         self._views: dict[str, FeatureView] = {}
         self._sqlite = SqliteRowReader(store) if SqliteRowReader.supports(store) else None
 
@@ -239,8 +244,25 @@ class OnlineFeatureReader:
         row = user if user is not None else self.read_user(user_id)
         items = self.read_items(ids.tolist())
         target = target_matrix(items["emb"], self.dim)
-        return self._assemble(user_id, ids, row.item_ids, items, simtier(target, row.history, None, self.n_tiers),
-                              hist_emb=row.history, target=target)
+        out = self._assemble(user_id, ids, row.item_ids, items, simtier(target, row.history, None, self.n_tiers),
+                             hist_emb=row.history, target=target)
+        out.side.update(self.read_side(user_id, ids.tolist()))
+        return out
+
+    def read_side(self, user_id: int, item_ids: Sequence[int]) -> dict[str, list[Any]]:
+        """The side features of the request: one read of ``item_side`` for the candidates, one of ``user_side``.
+
+        Returns:
+            Per configured side feature, B values in candidate order (None = missing); empty when
+            the run has no side features.
+        """
+        side: dict[str, list[Any]] = {}
+        if self.item_side:
+            side.update(self._online_read(ITEM_SIDE_VIEW, "item_id", list(item_ids), self.item_side))
+        if self.user_side:
+            row = self._online_read(USER_SIDE_VIEW, "user_id", [int(user_id)], self.user_side)
+            side.update({name: values * len(item_ids) for name, values in row.items()})
+        return side
 
     def read_via_odfv(self, user_id: int, item_ids: Sequence[int]) -> OnlineFeatures:
         """Reference path: Feast's ``get_online_features`` through the ``ctr_serving`` service.
@@ -258,7 +280,9 @@ class OnlineFeatureReader:
         for k, col in enumerate(self.columns):
             sim[:, k] = np.asarray(res[col], dtype=np.float64)
         hist = res["hist_item_ids"][0] if len(ids) else None
-        return self._assemble(user_id, ids, hist, res, sim)
+        out = self._assemble(user_id, ids, hist, res, sim)
+        out.side.update({name: list(res[name]) for name in [*self.item_side, *self.user_side]})
+        return out
 
     def _assemble(
         self, user_id: int, ids: np.ndarray, hist: Any, items: dict[str, list[Any]], sim: np.ndarray,

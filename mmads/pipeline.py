@@ -63,8 +63,13 @@ class RunContext:
 
 
 def _validate(ctx: RunContext) -> dict[str, Any]:
+    from infra.side_features import resolve_side_features, with_side_features
+
     ds = load_dataset(ctx.data_dir, decode_images=True)
     ctx._dataset = ds
+    # the run's side features (configured, or discovered): every later stage and process reads them
+    ctx.cfg = with_side_features(ctx.cfg, resolve_side_features(ctx.cfg, ds))
+    ctx.config_file.write_text(yaml.safe_dump(json.loads(ctx.cfg.model_dump_json())))
     cut = time_cut(ds.impressions, ctx.cfg.data.cut_quantile, ctx.cfg.data.cut_time)
     new_items = ds.items["created_at"] > cut
     test = ds.impressions[ds.impressions["ts"] >= cut]
@@ -81,6 +86,7 @@ def _validate(ctx: RunContext) -> dict[str, Any]:
         "test_impressions_new_item_share": round(float(test["item_id"].isin(new_ids).mean()), 4)
         if len(test) else 0.0,
         "has_images": ds.has_images,
+        "side_features": [f"{s.name} ({s.kind}, {s.source})" for s in ctx.cfg.data.side_features or ()],
         "image_tower": "used" if ds.has_images else "skipped (text-only dataset)",
     }
 
@@ -106,7 +112,8 @@ def build_stages() -> list[Stage]:
         Stage("validate", _validate, lambda r: (
             f"{r['items']} items, {r['users']} users, {r['behaviors']} behaviors, {r['impressions']} "
             f"impressions, {r['queries']} queries; cut {r['cut_time']}; new items {r['new_item_share']:.0%}; "
-            f"image tower {r['image_tower']}"), cacheable=False),
+            f"image tower {r['image_tower']}; side features: {', '.join(r.get('side_features', [])) or 'none'}"),
+              cacheable=False),
         Stage("stack_up", _stack_up, lambda r: "healthy: " + ", ".join(
             f"{k}={'ok' if v else 'DOWN'}" for k, v in r["parts"].items()), cacheable=False),
         Stage("scl", modeling.run_scl, modeling.summarize_scl, outputs=("scl/scl_eval.json",),

@@ -30,15 +30,18 @@ def _build(args: argparse.Namespace) -> int:
     from encoders import ItemEncoder, pretrained_encoder
     from feature_repo.store import apply_repo
     from infra.dataset import load_dataset
-    from training.training_set import build_training_set, materialize_from_dataset
+    from infra.side_features import resolve_side_features, with_side_features
+    from training.training_set import build_training_set, materialize_from_dataset, materialize_side_features
 
     cfg = config_of(args)
     ds = load_dataset(args.data)
+    cfg = with_side_features(cfg, resolve_side_features(cfg, ds))
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
     vectors = encoder.encode_items(ds.items, image_root=ds.root)
     item_vectors = pd.DataFrame({"item_id": ds.items["item_id"].to_numpy(), "emb": list(vectors)})
     store = apply_repo(cfg)
     materialize_from_dataset(cfg, store, ds.behaviors, ds.items, item_vectors, progress=True)
+    materialize_side_features(cfg, store, ds.items, ds.users)
     summary = build_training_set(cfg, store, ds.impressions, args.out, chunk_rows=args.chunk_rows)
     print(f"wrote {summary.path}: {summary.rows} rows in {summary.seconds:.1f}s "
           f"({summary.rows_per_s:.0f} rows/s); {summary.rows_without_history} rows without history")
