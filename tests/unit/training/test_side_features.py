@@ -110,7 +110,7 @@ def test_vocabulary_and_statistics_come_from_the_training_period_only(market: Ma
     late = frame["ts"] > cut
     frame.loc[late, "price"] += 1000.0  # post-cut values that would move the mean by ~200 if seen
     frame.loc[late, "brand"] = "late_brand"
-    side = _prepare(frame, market.item_vectors, side_cfg).side
+    side = _prepare(frame, market.item_vectors, side_cfg, None, "test").side
     assert side is not None
     train = frame[frame["ts"] < cut]
     assert side.means["price"] == pytest.approx(train["price"].mean())
@@ -149,7 +149,7 @@ def test_model_inputs_and_forward_shapes(market: Market) -> None:
 
 
 def test_without_side_features_inputs_model_and_schema_are_todays(market: Market, small_cfg: MmadsConfig) -> None:
-    prep = _prepare(side_frame(market), market.item_vectors, small_cfg)  # extra columns, none configured
+    prep = _prepare(side_frame(market), market.item_vectors, small_cfg, None, "test")  # extra columns, none configured
     assert prep.side is None
     assert prep.train.side_cat is None and prep.train.side_num is None
     cfg = model_config("simtier", prep.vocab, id_dim=4, mlp_hidden=(8,), n_tiers=10, vec_dim=16, side=prep.side)
