@@ -8,14 +8,21 @@ import pandas as pd
 
 from infra.dataset import load_dataset
 from infra.side_features import discover_side_features
+from mmads.cli import main
 from mmads.datagen import generate_dataset
 from mmads.datagen.side_features import derive_side_features
 
 
-def test_derived_dataset_loads_with_discoverable_side_features(tmp_path: Path) -> None:
+def test_derived_dataset_loads_with_discoverable_side_features(tmp_path: Path, capsys) -> None:
     src = tmp_path / "src"
     generate_dataset(src, seed=0, scale=0.02, images=False, progress=False)
+    assert main(["data", "validate", str(src), "--no-decode"]) == 0
+    assert capsys.readouterr().out.strip().endswith("side features (used unless config data.side_features "
+                                                    "says otherwise): none")
     ds = load_dataset(derive_side_features(src, tmp_path / "side", seed=0))
+    assert main(["data", "validate", str(ds.root), "--no-decode"]) == 0
+    assert "brand (categorical, items), shop_id (categorical, items), price (numeric, items), " \
+        "age_bucket (categorical, users), city (categorical, users)" in capsys.readouterr().out
     found = {(s.name, s.kind, s.source) for s in discover_side_features(ds)}
     assert found == {("brand", "categorical", "items"), ("shop_id", "categorical", "items"),
                      ("price", "numeric", "items"), ("age_bucket", "categorical", "users"),
