@@ -66,21 +66,26 @@ class UserRow:
 
 
 class ItemRowCache:
-    """Decoded ``item_embeddings`` rows kept for ``ttl_s`` seconds, at most ``max_items`` of them.
+    """Decoded item rows kept for ``ttl_s`` seconds, at most ``max_items`` of them.
 
-    Thread-safe; the oldest entries go first when full. Rows that do not exist are never cached.
+    Thread-safe; the oldest entries go first when full. Rows that do not exist (every column None)
+    are never cached.
 
     Args:
         ttl_s: how long a row is served from memory.
         max_items: the most rows kept.
         clock: seconds, monotonic (tests pass a fake one).
+        columns: the row's columns (default :data:`ITEM_FEATURES` of ``item_embeddings``; the
+            reader keeps a second cache for the ``item_side`` columns).
     """
 
-    def __init__(self, ttl_s: float, max_items: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float, max_items: int, clock: Callable[[], float] = time.monotonic,
+                 columns: Sequence[str] = tuple(ITEM_FEATURES)) -> None:
         self.ttl_s = ttl_s
         self.max_items = max_items
         self.clock = clock
-        self._rows: dict[int, tuple[float, Any, Any, Any]] = {}
+        self.columns = tuple(columns)
+        self._rows: dict[int, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -88,10 +93,10 @@ class ItemRowCache:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def get(self, ids: Sequence[int]) -> tuple[list[tuple[Any, Any, Any] | None], list[int]]:
-        """Cached rows ``(emb, category, created_at)`` per id (None when absent or expired), and the misses."""
+    def get(self, ids: Sequence[int]) -> tuple[list[tuple[Any, ...] | None], list[int]]:
+        """Cached rows (values of :attr:`columns`) per id (None when absent or expired), and the misses."""
         now = self.clock()
-        rows: list[tuple[Any, Any, Any] | None] = []
+        rows: list[tuple[Any, ...] | None] = []
         missing: list[int] = []
         for i in ids:
             entry = self._rows.get(i)
@@ -105,13 +110,14 @@ class ItemRowCache:
         return rows, missing
 
     def put(self, ids: Sequence[int], values: dict[str, list[Any]]) -> None:
-        """Keep the rows of ``ids`` (columns of :data:`ITEM_FEATURES`) that exist (have a vector)."""
+        """Keep the rows of ``ids`` (values per column of :attr:`columns`) that exist."""
         expires = self.clock() + self.ttl_s
         with self._lock:
             for k, i in enumerate(ids):
-                if values["emb"][k] is not None:
+                row = tuple(values[c][k] for c in self.columns)
+                if any(v is not None for v in row):
                     self._rows.pop(i, None)  # re-insert: the dict's order is the entries' age
-                    self._rows[i] = (expires, values["emb"][k], values["category"][k], values["created_at"][k])
+                    self._rows[i] = (expires, *row)
             excess = len(self._rows) - self.max_items
             if excess > 0:
                 for key in list(self._rows)[:excess]:
@@ -177,6 +183,8 @@ class OnlineFeatureReader:
         self.item_cache = item_cache
         self.item_side = [s.name for s in cfg.data.side_features or () if s.source == "items"]
         self.user_side = [s.name for s in cfg.data.side_features or () if s.source == "users"]
+        self.side_cache = (ItemRowCache(item_cache.ttl_s, item_cache.max_items, item_cache.clock, self.item_side)
+                           if item_cache is not None and self.item_side else None)
         self._views: dict[str, FeatureView] = {}
         self._sqlite = SqliteRowReader(store) if SqliteRowReader.supports(store) else None
 
@@ -211,21 +219,25 @@ class OnlineFeatureReader:
 
     def read_items(self, item_ids: Sequence[int]) -> dict[str, list[Any]]:
         """The candidates' ``item_embeddings`` rows (request order; None = missing): cache, then one read."""
-        ids = [int(i) for i in item_ids]
-        if self.item_cache is None:
-            return self._online_read(ITEM_VIEW, "item_id", ids, ITEM_FEATURES)
-        cached, missing = self.item_cache.get(ids)
-        fetched = self._online_read(ITEM_VIEW, "item_id", missing, ITEM_FEATURES) if missing else None
+        return self._cached_read(self.item_cache, ITEM_VIEW, [int(i) for i in item_ids], ITEM_FEATURES)
+
+    def _cached_read(self, cache: ItemRowCache | None, view: str, ids: list[int], names: list[str]
+                     ) -> dict[str, list[Any]]:
+        """Item rows of ``view`` (request order; None = missing): ``cache``, then one read of the misses."""
+        if cache is None:
+            return self._online_read(view, "item_id", ids, names)
+        cached, missing = cache.get(ids)
+        fetched = self._online_read(view, "item_id", missing, names) if missing else None
         if fetched is not None:
-            self.item_cache.put(missing, fetched)
-        out: dict[str, list[Any]] = {name: [] for name in ITEM_FEATURES}
+            cache.put(missing, fetched)
+        out: dict[str, list[Any]] = {name: [] for name in names}
         k = 0
         for row in cached:
             if row is None:
                 assert fetched is not None  # every None in ``cached`` is one of ``missing``
-                row = (fetched["emb"][k], fetched["category"][k], fetched["created_at"][k])
+                row = tuple(fetched[name][k] for name in names)
                 k += 1
-            for name, value in zip(ITEM_FEATURES, row, strict=True):
+            for name, value in zip(names, row, strict=True):
                 out[name].append(value)
         return out
 
@@ -252,13 +264,16 @@ class OnlineFeatureReader:
     def read_side(self, user_id: int, item_ids: Sequence[int]) -> dict[str, list[Any]]:
         """The side features of the request: one read of ``item_side`` for the candidates, one of ``user_side``.
 
+        Candidate rows come from the side cache when the reader has an item cache (same time to live).
+
         Returns:
             Per configured side feature, B values in candidate order (None = missing); empty when
             the run has no side features.
         """
         side: dict[str, list[Any]] = {}
         if self.item_side:
-            side.update(self._online_read(ITEM_SIDE_VIEW, "item_id", list(item_ids), self.item_side))
+            ids = [int(i) for i in item_ids]
+            side.update(self._cached_read(self.side_cache, ITEM_SIDE_VIEW, ids, self.item_side))
         if self.user_side:
             row = self._online_read(USER_SIDE_VIEW, "user_id", [int(user_id)], self.user_side)
             side.update({name: values * len(item_ids) for name, values in row.items()})

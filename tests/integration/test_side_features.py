@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from feature_repo.online import OnlineFeatureReader
+from feature_repo.online import ItemRowCache, OnlineFeatureReader
 from feature_repo.schema import ITEM_SIDE_VIEW, USER_SIDE_VIEW
 from feature_repo.store import apply_repo
 from infra.config import MmadsConfig
@@ -99,15 +99,19 @@ def test_training_rows_carry_side_features_as_of_the_impression(repo, data, tmp_
 def test_online_side_features_equal_the_offline_ones(repo, data) -> None:
     cfg, store = repo
     reader = OnlineFeatureReader(store, cfg)
+    cached = OnlineFeatureReader(store, cfg, item_cache=ItemRowCache(ttl_s=60.0, max_items=100))
     items = list(range(1, 31))
     later = T0 + pd.Timedelta(days=1)
     for user in (1, 4, NO_ATTRIBUTES_USER):
         fast = reader.read(user, items).side
         odfv = reader.read_via_odfv(user, items).side
+        from_cache = cached.read(user, items).side
         want = [_expected(data, user, i, later) for i in items]
         for name in ("brand", "price", "city"):
             assert fast[name] == [w[name] for w in want], name
             assert odfv[name] == fast[name], name
+            assert from_cache[name] == fast[name], name
+    assert cached.side_cache is not None and cached.side_cache.hits == 2 * len(items)  # users 2 and 3
 
 
 def _ranker(cfg: MmadsConfig, frame: pd.DataFrame, out: Path) -> Ranker:
