@@ -9,6 +9,9 @@ An optional :class:`ItemRowCache` keeps decoded candidate rows for a short time 
 change only when an item is (re)indexed, and decoding 200 rows of protobuf is most of a read. Only
 rows that exist are cached, so an item indexed a moment ago is read from the store on its first
 request; a re-indexed item is served its old vector for at most the TTL.
+
+When the run has side features, the fast path also reads ``item_side`` for the candidates (cached
+like their rows) and ``user_side`` for the user: :attr:`OnlineFeatures.side`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -258,8 +261,7 @@ class OnlineFeatureReader:
         target = target_matrix(items["emb"], self.dim)
         out = self._assemble(user_id, ids, row.item_ids, items, simtier(target, row.history, None, self.n_tiers),
                              hist_emb=row.history, target=target)
-        out.side.update(self.read_side(user_id, ids.tolist()))
-        return out
+        return replace(out, side=self.read_side(user_id, ids.tolist())) if self.item_side or self.user_side else out
 
     def read_side(self, user_id: int, item_ids: Sequence[int]) -> dict[str, list[Any]]:
         """The side features of the request: one read of ``item_side`` for the candidates, one of ``user_side``.
@@ -296,8 +298,7 @@ class OnlineFeatureReader:
             sim[:, k] = np.asarray(res[col], dtype=np.float64)
         hist = res["hist_item_ids"][0] if len(ids) else None
         out = self._assemble(user_id, ids, hist, res, sim)
-        out.side.update({name: list(res[name]) for name in [*self.item_side, *self.user_side]})
-        return out
+        return replace(out, side={name: list(res[name]) for name in [*self.item_side, *self.user_side]})
 
     def _assemble(
         self, user_id: int, ids: np.ndarray, hist: Any, items: dict[str, list[Any]], sim: np.ndarray,
