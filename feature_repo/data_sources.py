@@ -43,3 +43,8 @@ def item_embeddings_push(cfg: MmadsConfig) -> PushSource:
 def user_behavior_push(cfg: MmadsConfig) -> PushSource:
     """Push source of ``user_behavior``, batch-backed by the history snapshot part files."""
     return PushSource(name=USER_PUSH, batch_source=_parquet_source(cfg, USER_VIEW))
+
+
+def side_source(cfg: MmadsConfig, view: str) -> FileSource:
+    """The batch source of a side-feature view (written from the dataset files, never streamed)."""
+    return _parquet_source(cfg, view)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from feast import FeatureView, Field
-from feast.types import Array, Float32, Int64, String, UnixTimestamp
+from feast.types import Array, Float32, Float64, Int64, String, UnixTimestamp
 
 from feature_repo import entities
-from feature_repo.data_sources import item_embeddings_push, user_behavior_push
-from feature_repo.schema import ITEM_VIEW, USER_VIEW
+from feature_repo.data_sources import item_embeddings_push, side_source, user_behavior_push
+from feature_repo.schema import ITEM_VIEW, SIDE_VIEWS, USER_VIEW
 from infra.config import MmadsConfig
 
 
@@ -43,3 +43,25 @@ def user_behavior_view(cfg: MmadsConfig) -> FeatureView:
         source=user_behavior_push(cfg),
         online=True,
     )
+
+
+def side_views(cfg: MmadsConfig) -> list[FeatureView]:
+    """``item_side`` / ``user_side``: one field per configured side feature (none when there are none).
+
+    Categoricals are ``String``, numerics ``Float64``; the user view has no TTL (static attributes).
+    """
+    views = []
+    for source, name in SIDE_VIEWS.items():
+        specs = [s for s in cfg.data.side_features or () if s.source == source]
+        if not specs:
+            continue
+        views.append(FeatureView(
+            name=name,
+            entities=[entities.item if source == "items" else entities.user],
+            ttl=timedelta(days=cfg.feast.item_ttl_days) if source == "items" else timedelta(0),
+            schema=[Field(name=s.name, dtype=String if s.kind == "categorical" else Float64,
+                          tags={"kind": s.kind}) for s in specs],
+            source=side_source(cfg, name),
+            online=True,
+        ))
+    return views

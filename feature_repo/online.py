@@ -9,6 +9,9 @@ An optional :class:`ItemRowCache` keeps decoded candidate rows for a short time 
 change only when an item is (re)indexed, and decoding 200 rows of protobuf is most of a read. Only
 rows that exist are cached, so an item indexed a moment ago is read from the store on its first
 request; a re-indexed item is served its old vector for at most the TTL.
+
+When the run has side features, the fast path also reads ``item_side`` for the candidates (cached
+like their rows) and ``user_side`` for the user: :attr:`OnlineFeatures.side`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +32,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.feast_internals import online_read
 from feature_repo.on_demand import history_matrix, target_matrix
-from feature_repo.schema import ITEM_VIEW, SERVING_SERVICE, USER_VIEW
+from feature_repo.schema import ITEM_SIDE_VIEW, ITEM_VIEW, SERVING_SERVICE, USER_SIDE_VIEW, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from feature_repo.sqlite_rows import SqliteRowReader
 from infra.config import MmadsConfig
@@ -67,21 +70,26 @@ class UserRow:
 
 
 class ItemRowCache:
-    """Decoded ``item_embeddings`` rows kept for ``ttl_s`` seconds, at most ``max_items`` of them.
+    """Decoded item rows kept for ``ttl_s`` seconds, at most ``max_items`` of them.
 
-    Thread-safe; the oldest entries go first when full. Rows that do not exist are never cached.
+    Thread-safe; the oldest entries go first when full. Rows that do not exist (every column None)
+    are never cached.
 
     Args:
         ttl_s: how long a row is served from memory.
         max_items: the most rows kept.
         clock: seconds, monotonic (tests pass a fake one).
+        columns: the row's columns (default :data:`ITEM_FEATURES` of ``item_embeddings``; the
+            reader keeps a second cache for the ``item_side`` columns).
     """
 
-    def __init__(self, ttl_s: float, max_items: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float, max_items: int, clock: Callable[[], float] = time.monotonic,
+                 columns: Sequence[str] = tuple(ITEM_FEATURES)) -> None:
         self.ttl_s = ttl_s
         self.max_items = max_items
         self.clock = clock
-        self._rows: dict[int, tuple[float, Any, Any, Any]] = {}
+        self.columns = tuple(columns)
+        self._rows: dict[int, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -89,10 +97,10 @@ class ItemRowCache:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def get(self, ids: Sequence[int]) -> tuple[list[tuple[Any, Any, Any] | None], list[int]]:
-        """Cached rows ``(emb, category, created_at)`` per id (None when absent or expired), and the misses."""
+    def get(self, ids: Sequence[int]) -> tuple[list[tuple[Any, ...] | None], list[int]]:
+        """Cached rows (values of :attr:`columns`) per id (None when absent or expired), and the misses."""
         now = self.clock()
-        rows: list[tuple[Any, Any, Any] | None] = []
+        rows: list[tuple[Any, ...] | None] = []
         missing: list[int] = []
         for i in ids:
             entry = self._rows.get(i)
@@ -106,13 +114,14 @@ class ItemRowCache:
         return rows, missing
 
     def put(self, ids: Sequence[int], values: dict[str, list[Any]]) -> None:
-        """Keep the rows of ``ids`` (columns of :data:`ITEM_FEATURES`) that exist (have a vector)."""
+        """Keep the rows of ``ids`` (values per column of :attr:`columns`) that exist."""
         expires = self.clock() + self.ttl_s
         with self._lock:
             for k, i in enumerate(ids):
-                if values["emb"][k] is not None:
+                row = tuple(values[c][k] for c in self.columns)
+                if any(v is not None for v in row):
                     self._rows.pop(i, None)  # re-insert: the dict's order is the entries' age
-                    self._rows[i] = (expires, values["emb"][k], values["category"][k], values["created_at"][k])
+                    self._rows[i] = (expires, *row)
             excess = len(self._rows) - self.max_items
             if excess > 0:
                 for key in list(self._rows)[:excess]:
@@ -134,6 +143,8 @@ class OnlineFeatures:
         simtier: ``(B, T + 3)`` float64, columns ``simtier_columns``.
         simtier_columns: :func:`SIMTIER_COLUMNS` of T.
         hist_emb: ``(L', d)`` float32 the user's history vectors as stored (None: not read).
+        side: per configured side feature, its B raw stored values (item features per candidate,
+            user features repeated); empty when the run has no side features.
     """
 
     user_id: int
@@ -146,6 +157,7 @@ class OnlineFeatures:
     simtier: np.ndarray
     simtier_columns: list[str]
     hist_emb: np.ndarray | None = None
+    side: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def missing_item_ids(self) -> list[int]:
@@ -173,6 +185,10 @@ class OnlineFeatureReader:
         self.n_tiers = cfg.model.n_tiers
         self.columns = SIMTIER_COLUMNS(self.n_tiers)
         self.item_cache = item_cache
+        self.item_side = [s.name for s in cfg.data.side_features or () if s.source == "items"]
+        self.user_side = [s.name for s in cfg.data.side_features or () if s.source == "users"]
+        self.side_cache = (ItemRowCache(item_cache.ttl_s, item_cache.max_items, item_cache.clock, self.item_side)
+                           if item_cache is not None and self.item_side else None)
         self._views: dict[str, FeatureView] = {}
         self._sqlite = SqliteRowReader(store) if SqliteRowReader.supports(store) else None
 
@@ -204,21 +220,25 @@ class OnlineFeatureReader:
 
     def read_items(self, item_ids: Sequence[int]) -> dict[str, list[Any]]:
         """The candidates' ``item_embeddings`` rows (request order; None = missing): cache, then one read."""
-        ids = [int(i) for i in item_ids]
-        if self.item_cache is None:
-            return self._online_read(ITEM_VIEW, "item_id", ids, ITEM_FEATURES)
-        cached, missing = self.item_cache.get(ids)
-        fetched = self._online_read(ITEM_VIEW, "item_id", missing, ITEM_FEATURES) if missing else None
+        return self._cached_read(self.item_cache, ITEM_VIEW, [int(i) for i in item_ids], ITEM_FEATURES)
+
+    def _cached_read(self, cache: ItemRowCache | None, view: str, ids: list[int], names: list[str]
+                     ) -> dict[str, list[Any]]:
+        """Item rows of ``view`` (request order; None = missing): ``cache``, then one read of the misses."""
+        if cache is None:
+            return self._online_read(view, "item_id", ids, names)
+        cached, missing = cache.get(ids)
+        fetched = self._online_read(view, "item_id", missing, names) if missing else None
         if fetched is not None:
-            self.item_cache.put(missing, fetched)
-        out: dict[str, list[Any]] = {name: [] for name in ITEM_FEATURES}
+            cache.put(missing, fetched)
+        out: dict[str, list[Any]] = {name: [] for name in names}
         k = 0
         for row in cached:
             if row is None:
                 assert fetched is not None  # every None in ``cached`` is one of ``missing``
-                row = (fetched["emb"][k], fetched["category"][k], fetched["created_at"][k])
+                row = tuple(fetched[name][k] for name in names)
                 k += 1
-            for name, value in zip(ITEM_FEATURES, row, strict=True):
+            for name, value in zip(names, row, strict=True):
                 out[name].append(value)
         return out
 
@@ -237,8 +257,27 @@ class OnlineFeatureReader:
         row = user if user is not None else self.read_user(user_id)
         items = self.read_items(ids.tolist())
         target = target_matrix(items["emb"], self.dim)
-        return self._assemble(user_id, ids, row.item_ids, items, simtier(target, row.history, None, self.n_tiers),
-                              hist_emb=row.history, target=target)
+        out = self._assemble(user_id, ids, row.item_ids, items, simtier(target, row.history, None, self.n_tiers),
+                             hist_emb=row.history, target=target)
+        return replace(out, side=self.read_side(user_id, ids.tolist())) if self.item_side or self.user_side else out
+
+    def read_side(self, user_id: int, item_ids: Sequence[int]) -> dict[str, list[Any]]:
+        """The side features of the request: one read of ``item_side`` for the candidates, one of ``user_side``.
+
+        Candidate rows come from the side cache when the reader has an item cache (same time to live).
+
+        Returns:
+            Per configured side feature, B values in candidate order (None = missing); empty when
+            the run has no side features.
+        """
+        side: dict[str, list[Any]] = {}
+        if self.item_side:
+            ids = [int(i) for i in item_ids]
+            side.update(self._cached_read(self.side_cache, ITEM_SIDE_VIEW, ids, self.item_side))
+        if self.user_side:
+            row = self._online_read(USER_SIDE_VIEW, "user_id", [int(user_id)], self.user_side)
+            side.update({name: values * len(item_ids) for name, values in row.items()})
+        return side
 
     def read_via_odfv(self, user_id: int, item_ids: Sequence[int]) -> OnlineFeatures:
         """Reference path: Feast's ``get_online_features`` through the ``ctr_serving`` service.
@@ -256,7 +295,8 @@ class OnlineFeatureReader:
         for k, col in enumerate(self.columns):
             sim[:, k] = np.asarray(res[col], dtype=np.float64)
         hist = res["hist_item_ids"][0] if len(ids) else None
-        return self._assemble(user_id, ids, hist, res, sim)
+        out = self._assemble(user_id, ids, hist, res, sim)
+        return replace(out, side={name: list(res[name]) for name in [*self.item_side, *self.user_side]})
 
     def _assemble(
         self, user_id: int, ids: np.ndarray, hist: Any, items: dict[str, list[Any]], sim: np.ndarray,

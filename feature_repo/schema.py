@@ -5,6 +5,11 @@
 ``user_behavior`` rows: ``user_id``, ``hist_item_ids`` (newest first, <= N), ``hist_emb_flat``
 (``len(hist_item_ids) x d`` float32, see :mod:`feature_repo.history`), ``last_event_ts``,
 ``event_timestamp``.
+Side-feature views (only when the run has side features, see :mod:`infra.side_features`):
+``item_side`` rows ``item_id``, one column per item side feature, ``event_timestamp`` (= the item's
+``created_at``); ``user_side`` rows ``user_id``, one column per user side feature,
+``event_timestamp`` (:data:`USER_SIDE_TIME`: user attributes are static). Categoricals are strings,
+numerics float64.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from infra.config import SideFeature
+
 ITEM_VIEW = "item_embeddings"
 USER_VIEW = "user_behavior"
 SIMTIER_VIEW = "simtier"
@@ -22,6 +29,10 @@ ITEM_PUSH = "item_embeddings_push"
 USER_PUSH = "user_behavior_push"
 TRAINING_SERVICE = "ctr_training"
 SERVING_SERVICE = "ctr_serving"
+ITEM_SIDE_VIEW = "item_side"
+USER_SIDE_VIEW = "user_side"
+SIDE_VIEWS: dict[str, str] = {"items": ITEM_SIDE_VIEW, "users": USER_SIDE_VIEW}  # source -> view
+USER_SIDE_TIME = pd.Timestamp("1970-01-01", tz="UTC")
 
 TS_FIELD = "event_timestamp"
 ITEM_COLUMNS = ["item_id", "emb", "category", "created_at", TS_FIELD]
@@ -54,7 +65,24 @@ VIEW_SCHEMAS: dict[str, pa.Schema] = {ITEM_VIEW: ITEM_SCHEMA, USER_VIEW: USER_SC
 CREATED_FIELD = "created_ts"
 PART_SCHEMAS: dict[str, pa.Schema] = {
     view: schema.append(pa.field(CREATED_FIELD, _TS)) for view, schema in VIEW_SCHEMAS.items()}
-VIEW_KEYS: dict[str, str] = {ITEM_VIEW: "item_id", USER_VIEW: "user_id"}
+VIEW_KEYS: dict[str, str] = {
+    ITEM_VIEW: "item_id", USER_VIEW: "user_id", ITEM_SIDE_VIEW: "item_id", USER_SIDE_VIEW: "user_id",
+}
+
+
+def side_arrow_type(spec: SideFeature) -> pa.DataType:
+    """The stored type of a side feature: string (categorical) or float64 (numeric)."""
+    return pa.string() if spec.kind == "categorical" else pa.float64()
+
+
+def side_schema(source: str, specs: Sequence[SideFeature]) -> pa.Schema:
+    """The Arrow schema of the side view of ``source`` (``items`` or ``users``) for ``specs``.
+
+    Its part files add :data:`CREATED_FIELD`, like every view's.
+    """
+    key = "item_id" if source == "items" else "user_id"
+    fields = [(s.name, side_arrow_type(s)) for s in specs if s.source == source]
+    return pa.schema([(key, pa.int64()), *fields, (TS_FIELD, _TS)])
 
 
 def item_vector_table(items: pd.DataFrame, vectors: np.ndarray | Sequence[np.ndarray]) -> pd.DataFrame:

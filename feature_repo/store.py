@@ -37,8 +37,8 @@ from feature_repo.schema import (
     ITEM_SCHEMA,
     ITEM_VECTOR_COLUMNS,
     ITEM_VIEW,
-    PART_SCHEMAS,
     SERVING_SERVICE,
+    SIDE_VIEWS,
     TRAINING_SERVICE,
     TS_FIELD,
     USER_COLUMNS,
@@ -46,6 +46,7 @@ from feature_repo.schema import (
     USER_VIEW,
     VIEW_KEYS,
     VIEW_SCHEMAS,
+    side_schema,
 )
 from infra.config import MmadsConfig
 from infra.errors import FeatureError, StackNotRunningError
@@ -56,7 +57,7 @@ __all__ = [
     "ITEM_COLUMNS", "ITEM_SCHEMA", "ITEM_VIEW", "SERVING_SERVICE", "TRAINING_SERVICE", "TS_FIELD",
     "USER_COLUMNS", "USER_SCHEMA", "USER_VIEW", "append_offline", "apply_repo", "open_store",
     "latest_item_vectors", "latest_offline", "read_offline", "render_feature_store_yaml", "to_arrow",
-    "write_online_items", "write_online_users",
+    "view_schemas", "write_online_items", "write_online_users",
 ]
 
 _TS_US = pa.timestamp("us", tz="UTC")
@@ -130,15 +131,30 @@ def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+def view_schemas(cfg: MmadsConfig) -> dict[str, pa.Schema]:
+    """The Arrow schema of every stored view of ``cfg``: the two fixed views and the side views."""
+    out = dict(VIEW_SCHEMAS)
+    for source, view in SIDE_VIEWS.items():
+        if any(s.source == source for s in cfg.data.side_features or ()):
+            out[view] = side_schema(source, cfg.data.side_features or ())
+    return out
 
 
 def _ensure_offline_dirs(cfg: MmadsConfig) -> None:
-    """Create each view's part directory with an empty, typed part (a glob must match a file)."""
-    for view, schema in PART_SCHEMAS.items():
+    """Create each view's part directory with an empty, typed part (a glob must match a file).
+
+    A side view whose features changed since the empty part was written gets a new one: every part
+    of a view must carry its current columns.
+    """
+    for view, view_schema in view_schemas(cfg).items():
+        schema = view_schema.append(pa.field(CREATED_FIELD, _TS_US))
         folder = offline_dir(cfg, view)
         folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / _EMPTY_PART).exists():
-            _write_atomic(schema.empty_table(), folder / _EMPTY_PART)
+        empty = folder / _EMPTY_PART
+        stale = (view not in VIEW_SCHEMAS and empty.exists()
+                 and not pq.read_schema(empty).remove_metadata().equals(schema))
+        if not empty.exists() or stale:
+            _write_atomic(schema.empty_table(), empty)
 
 
 def apply_repo(cfg: MmadsConfig) -> FeatureStore:
@@ -181,15 +197,26 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def to_arrow(view: str, df: pd.DataFrame) -> pa.Table:
+def _schema_of(view: str, schema: pa.Schema | None) -> pa.Schema:
+    if schema is not None:
+        return schema
+    if view not in VIEW_SCHEMAS:
+        raise FeatureError(f"unknown feature view {view!r}; expected one of {sorted(VIEW_SCHEMAS)}")
+    return VIEW_SCHEMAS[view]
+
+
+def to_arrow(view: str, df: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
     """Cast a frame to the exact Arrow schema of ``view`` (timestamps floored to microseconds).
+
+    Args:
+        view: the view name.
+        df: its rows.
+        schema: the view's schema; required for the side views (:func:`view_schemas`).
 
     Raises:
         FeatureError: unknown view or missing columns.
     """
-    if view not in VIEW_SCHEMAS:
-        raise FeatureError(f"unknown feature view {view!r}; expected one of {sorted(VIEW_SCHEMAS)}")
-    schema = VIEW_SCHEMAS[view]
+    schema = _schema_of(view, schema)
     missing = [c for c in schema.names if c not in df.columns]
     if missing:
         raise FeatureError(f"rows for {view} lack columns {missing}")
@@ -215,7 +242,8 @@ def _created_stamps(n: int) -> pa.Array:
     return pa.array(np.arange(start, start + n, dtype=np.int64), type=pa.int64()).cast(_TS_US)
 
 
-def append_offline(cfg: MmadsConfig, view: str, df: pd.DataFrame | pa.Table) -> Path:
+def append_offline(cfg: MmadsConfig, view: str, df: pd.DataFrame | pa.Table,
+                   schema: pa.Schema | None = None) -> Path:
     """Append ``df`` to the offline data of ``view`` as one new part file (tmp + rename).
 
     Each row is stamped with its write time (:data:`~feature_repo.schema.CREATED_FIELD`), which
@@ -226,16 +254,16 @@ def append_offline(cfg: MmadsConfig, view: str, df: pd.DataFrame | pa.Table) -> 
         view: ``item_embeddings`` or ``user_behavior``.
         df: rows with the view's columns (:data:`ITEM_COLUMNS` / :data:`USER_COLUMNS`); an Arrow
             table is cast to the view's schema as is.
+        schema: the view's schema; required for the side views (:func:`view_schemas`).
 
     Returns:
         The path of the new part file.
     """
     if isinstance(df, pa.Table):
-        if view not in VIEW_SCHEMAS:
-            raise FeatureError(f"unknown feature view {view!r}; expected one of {sorted(VIEW_SCHEMAS)}")
-        table = df.select(VIEW_SCHEMAS[view].names).cast(VIEW_SCHEMAS[view])
+        target = _schema_of(view, schema)
+        table = df.select(target.names).cast(target)
     else:
-        table = to_arrow(view, df)
+        table = to_arrow(view, df, schema)
     table = table.append_column(CREATED_FIELD, _created_stamps(table.num_rows))
     folder = offline_dir(cfg, view)
     folder.mkdir(parents=True, exist_ok=True)
@@ -246,15 +274,17 @@ def append_offline(cfg: MmadsConfig, view: str, df: pd.DataFrame | pa.Table) -> 
 
 
 def read_offline(cfg: MmadsConfig, view: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """Every offline row of ``view`` (all part files), optionally only ``columns``.
+    """Every offline row of ``view`` (all part files, side views included), optionally only ``columns``.
 
     Raises:
         FeatureError: unknown view.
     """
-    if view not in VIEW_SCHEMAS:
-        raise FeatureError(f"unknown feature view {view!r}; expected one of {sorted(VIEW_SCHEMAS)}")
+    schemas = view_schemas(cfg)
+    if view not in schemas:
+        raise FeatureError(f"unknown feature view {view!r}; expected one of {sorted(schemas)}")
     files = sorted(str(p) for p in offline_dir(cfg, view).glob("*.parquet"))
-    dataset = pads.dataset(files, schema=PART_SCHEMAS[view], format="parquet")
+    part_schema = schemas[view].append(pa.field(CREATED_FIELD, _TS_US))
+    dataset = pads.dataset(files, schema=part_schema, format="parquet")
     return dataset.to_table(columns=columns).to_pandas()
 
 
@@ -324,7 +354,7 @@ def _float_list_value(values: Any) -> ValueProto:
     return ValueProto.FromString(_FLOAT_LIST_TAG + _varint(len(inner)) + inner)
 
 
-def online_rows(store: FeatureStore, view: str, df: pd.DataFrame
+def online_rows(store: FeatureStore, view: str, df: pd.DataFrame, schema: pa.Schema | None = None
                 ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]]:
     """The provider rows of ``df`` for ``view``: what ``write_to_online_store`` builds, built faster.
 
@@ -334,7 +364,7 @@ def online_rows(store: FeatureStore, view: str, df: pd.DataFrame
     rows written this way read back exactly like rows written by ``write_to_online_store``.
     """
     key = VIEW_KEYS[view]
-    frame = _coalesce(to_arrow(view, df).to_pandas(), key)
+    frame = _coalesce(to_arrow(view, df, schema).to_pandas(), key)
     fv = store.get_feature_view(view)
     columns: dict[str, list[Any]] = {}
     for field in fv.features:
@@ -352,12 +382,12 @@ def online_rows(store: FeatureStore, view: str, df: pd.DataFrame
     return [(k, {n: columns[n][r] for n in names}, stamps[r], None) for r, k in enumerate(keys)]
 
 
-def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame) -> None:
+def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame, schema: pa.Schema | None = None) -> None:
     """Upsert ``df``'s rows of ``view`` into the online store with one provider write.
 
     This is ``store.write_to_online_store(view, df)`` without Feast's per-element conversion of list
-    features (most of its time for 3,200-float history rows).
+    features (most of its time for 3,200-float history rows). ``schema``: required for side views.
     """
-    rows = online_rows(store, view, df)
+    rows = online_rows(store, view, df, schema)
     if rows:
         online_write_batch(store, store.get_feature_view(view), rows)  # the public write is the slow part

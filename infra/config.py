@@ -175,11 +175,39 @@ class ModelConfig(_Section):
     ctr: CTRConfig = CTRConfig()
 
 
+class SideFeature(_Section):
+    """One side feature: an extra column of ``items.parquet`` or ``users.parquet``.
+
+    Attributes:
+        name: the column name (unique over both files).
+        kind: ``categorical`` (embedded / a LightGBM category) or ``numeric`` (normalised).
+        source: ``items`` (joined on the target item) or ``users`` (joined on the user).
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    kind: Literal["numeric", "categorical"]
+    source: Literal["items", "users"]
+
+
 class DataConfig(_Section):
-    """Dataset handling: the time cut between train and test."""
+    """Dataset handling: the time cut between train and test, and the side features.
+
+    ``side_features``: None = every extra column of ``items.parquet`` and ``users.parquet`` (kinds
+    inferred, see :mod:`infra.side_features`); a list = exactly those; ``[]`` = none.
+    """
 
     cut_quantile: float = Field(default=0.8, gt=0, lt=1)
     cut_time: datetime | None = None
+    side_features: tuple[SideFeature, ...] | None = None
+
+    @field_validator("side_features")
+    @classmethod
+    def _unique(cls, v: tuple[SideFeature, ...] | None) -> tuple[SideFeature, ...] | None:
+        names = [f.name for f in v or ()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"side feature names must be unique over items and users, repeated: {dup}")
+        return v
 
     @field_validator("cut_time")
     @classmethod

@@ -39,6 +39,9 @@ SCHEMA: dict[str, dict[str, str]] = {
 }
 OPTIONAL_COLUMNS = {"queries.parquet": {"clicked_item_ids"}}
 REQUIRED_FILES = ("items.parquet", "behaviors.parquet", "impressions.parquet")
+# files whose columns beyond SCHEMA are side features (see infra.side_features), not errors
+SIDE_FEATURE_FILES = ("items.parquet", "users.parquet")
+USERS_FILE = "users.parquet"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class Dataset:
         root: the dataset directory (image paths are relative to it).
         items, behaviors, impressions: the frames of the import format.
         queries: the SCL query pairs, or an empty frame when the dataset has none.
+        users: the optional ``users.parquet`` (``user_id`` + side-feature columns), or None.
+
+    ``items`` keeps any columns beyond the import format: they are item side features.
     """
 
     root: Path
@@ -56,6 +62,7 @@ class Dataset:
     behaviors: pd.DataFrame
     impressions: pd.DataFrame
     queries: pd.DataFrame
+    users: pd.DataFrame | None = None
 
     @property
     def has_images(self) -> bool:
@@ -159,6 +166,17 @@ def _check_images(root: Path, file: str, df: pd.DataFrame, col: str, problems: l
         problems.append(f"{file}: ... and {len(bad_rows) - MAX_PROBLEMS_PER_CHECK} more image problems")
 
 
+def _check_users(users: pd.DataFrame, problems: list[str]) -> None:
+    """``users.parquet``: an integer, unique ``user_id``; every other column is a side feature."""
+    if "user_id" not in users.columns:
+        problems.append(f"{USERS_FILE}: missing columns ['user_id']")
+        return
+    _check_column(USERS_FILE, users, "user_id", "int", problems)
+    dup = users["user_id"].duplicated()
+    if dup.any():
+        problems.append(f"{USERS_FILE}: duplicate user_id at {_fmt_rows(_rows(dup), int(dup.sum()))}")
+
+
 def _read(root: Path, file: str, problems: list[str]) -> pd.DataFrame | None:
     path = root / file
     if not path.is_file():
@@ -197,7 +215,7 @@ def validate_dataset(root: str | Path, *, decode_images: bool = True) -> tuple[l
         if missing:
             problems.append(f"{file}: missing columns {missing}")
         extra = set(df.columns) - set(columns) - OPTIONAL_COLUMNS.get(file, set())
-        if extra:
+        if extra and file not in SIDE_FEATURE_FILES:
             problems.append(f"{file}: unexpected columns {sorted(extra)}")
         for col, kind in columns.items():
             if col in df.columns:
@@ -231,6 +249,9 @@ def validate_dataset(root: str | Path, *, decode_images: bool = True) -> tuple[l
         bad = ~imp["clicked"].isin([0, 1])
         if bad.any():
             problems.append(f"impressions.parquet: clicked not 0/1 at {_fmt_rows(_rows(bad), int(bad.sum()))}")
+    users = _read(root, USERS_FILE, problems)
+    if users is not None:
+        _check_users(users, problems)
     if problems:
         return problems, None
     queries = frames.get("queries.parquet")
@@ -242,6 +263,7 @@ def validate_dataset(root: str | Path, *, decode_images: bool = True) -> tuple[l
         behaviors=frames["behaviors.parquet"],
         impressions=frames["impressions.parquet"],
         queries=queries,
+        users=users,
     )
     return [], ds
 

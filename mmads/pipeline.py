@@ -21,7 +21,7 @@ from typing import Any
 
 from infra import stack as infra_stack
 from infra.config import MmadsConfig, save_config
-from infra.dataset import load_dataset, time_cut
+from infra.dataset import dataset_cut, load_dataset
 from infra.redact import redact_logs
 from mmads.context import RunContext
 from mmads.memory import PeakMemory
@@ -32,9 +32,14 @@ logger = logging.getLogger(__name__)
 
 
 def _validate(ctx: RunContext) -> dict[str, Any]:
+    from infra.side_features import resolve_side_features, with_side_features
+
     ds = load_dataset(ctx.data_dir, decode_images=True)
     ctx._dataset = ds
-    cut = time_cut(ds.impressions, ctx.cfg.data.cut_quantile, ctx.cfg.data.cut_time)
+    # the run's side features (configured, or discovered): every later stage and process reads them
+    ctx.cfg = with_side_features(ctx.cfg, resolve_side_features(ctx.cfg, ds))
+    save_config(ctx.cfg, ctx.config_file)
+    cut = dataset_cut(ds, ctx.cfg)
     new_items = ds.items["created_at"] > cut
     test = ds.impressions[ds.impressions["ts"] >= cut]
     new_ids = set(ds.items.loc[new_items, "item_id"].tolist())
@@ -50,6 +55,7 @@ def _validate(ctx: RunContext) -> dict[str, Any]:
         "test_impressions_new_item_share": round(float(test["item_id"].isin(new_ids).mean()), 4)
         if len(test) else 0.0,
         "has_images": ds.has_images,
+        "side_features": [f"{s.name} ({s.kind}, {s.source})" for s in ctx.cfg.data.side_features or ()],
         "image_tower": "used" if ds.has_images else "skipped (text-only dataset)",
     }
 
@@ -75,7 +81,8 @@ def build_stages() -> list[Stage]:
         Stage("validate", _validate, lambda r: (
             f"{r['items']} items, {r['users']} users, {r['behaviors']} behaviors, {r['impressions']} "
             f"impressions, {r['queries']} queries; cut {r['cut_time']}; new items {r['new_item_share']:.0%}; "
-            f"image tower {r['image_tower']}"), cacheable=False),
+            f"image tower {r['image_tower']}; side features: {', '.join(r.get('side_features', [])) or 'none'}"),
+              cacheable=False),
         Stage("stack_up", _stack_up, lambda r: "healthy: " + ", ".join(
             f"{k}={'ok' if v else 'DOWN'}" for k, v in r["parts"].items()), cacheable=False),
         Stage("scl", modeling.run_scl, modeling.summarize_scl, outputs=("scl/scl_eval.json",),

@@ -172,4 +172,5 @@ def model_inputs(features: OnlineFeatures, history: UserHistory, ranker: Ranker)
         user_ids=np.full(b, features.user_id, dtype=np.int64), item_ids=features.item_ids,
         categories=features.category, has_emb=features.has_emb, item_emb=features.item_emb, history=hist,
         simtier=features.simtier, lookup=history.lookup(), vocab=ranker.vocab,
+        side=ranker.side, side_values=features.side,
     )

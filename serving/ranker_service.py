@@ -232,6 +232,7 @@ class RankingService:
             item_emb=np.zeros((1, self.cfg.model.dim), np.float32), has_emb=np.zeros(1, bool),
             category=[None], item_created_at=[None], simtier=np.zeros((1, t + 3)),
             simtier_columns=SIMTIER_COLUMNS(t),
+            side={n: [None] for n in served.ranker.side.names} if served.ranker.side else {},
         )
         try:
             scores = self._score(served, probe, UserHistory.empty(self.cfg.model.dim))

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from infra.config import MmadsConfig
 from infra.errors import ConfigError, FeatureError
+from infra.side_features import configured
 from training.data import TimeSplit, load_training_set, time_split
 from training.lightgbm_baseline import fit_lightgbm
 from training.metrics import (
@@ -37,6 +38,7 @@ from training.models.ctr import MAKE, model_config
 from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
 from training.models.ranker import save_model
 from training.models.registry import MAKE_MODELS, MODEL_NAMES
+from training.models.side import SideEncoder
 from training.report import write_report
 from training.slices import sliced_metrics
 from training.trainer import TrainingLog, epoch_curve, fit_ctr_model, fit_make, predict_proba
@@ -56,6 +58,7 @@ class _Prepared:
     test: CTRInputs
     n_fit: int
     vec_dim: int
+    side: SideEncoder | None = None
 
 
 @dataclass
@@ -98,19 +101,23 @@ def _prepare(train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: Mm
     vocab = IdVocab.fit(split.train, min_item_count=MIN_ITEM_COUNT)
     lookup = ItemVectorLookup.from_frame(item_vectors)
     _check_same_encoder(frame, lookup)
+    # side-feature vocabularies and statistics: the training period's rows only, like the id vocabulary
+    specs = configured(cfg)
+    side = SideEncoder.fit(split.train, specs) if specs else None
 
     def build(f: pd.DataFrame) -> CTRInputs:
-        return build_inputs(f, lookup, vocab, n_tiers=cfg.model.n_tiers, history_len=cfg.model.history_len)
+        return build_inputs(f, lookup, vocab, n_tiers=cfg.model.n_tiers, history_len=cfg.model.history_len,
+                            side=side)
 
     n_fit = int((split.train["ts"] < split.valid_start).sum())  # train is sorted: fit rows come first
-    return _Prepared(split, vocab, build(split.train), build(split.test), n_fit, lookup.dim)
+    return _Prepared(split, vocab, build(split.train), build(split.test), n_fit, lookup.dim, side)
 
 
 def _epoch_study(prep: _Prepared, cfg: MmadsConfig, seed: int) -> dict[str, Any]:
     """id_only trained 1..``epoch_study`` epochs on the fit rows: AUC on the validation slice and the test."""
     ctr = cfg.model.ctr
     mc = model_config("id_only", prep.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
-                      n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim)
+                      n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim, side=prep.side)
     fit, valid = prep.train.select(slice(0, prep.n_fit)), prep.train.select(slice(prep.n_fit, None))
     curves = epoch_curve(mc, fit, {"valid": valid, "test": prep.test}, ctr, seed=seed, epochs=ctr.epoch_study)
     return {"epochs": list(range(1, ctr.epoch_study + 1)), "valid_auc": curves["valid"], "test_auc": curves["test"]}
@@ -136,14 +143,14 @@ def _train_seed(prep: _Prepared, cfg: MmadsConfig, models: Sequence[str], seed: 
                                    "test_auc": make_log.probe_auc, "best_epoch": make_log.best_epoch}
     for name in models:
         if name == "lightgbm":
-            res = fit_lightgbm(prep.split, cfg.model.n_tiers, ctr, seed=seed)
+            res = fit_lightgbm(prep.split, cfg.model.n_tiers, ctr, seed=seed, side=prep.side)
             runs.add(name, res.test_proba, {"valid_logloss": res.valid_logloss}, res.seconds)
             if save_dir is not None:
                 (save_dir / name).mkdir(parents=True, exist_ok=True)
                 res.booster.save_model(str(save_dir / name / "model.txt"))
             continue
         mc = model_config(name, prep.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
-                          n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim)
+                          n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim, side=prep.side)
         with_make = make if mc.make is not None else None
         model, log = fit_ctr_model(mc, prep.train, ctr, seed=seed, make=with_make, progress=progress, desc=name)
         seconds = log.seconds + (make_log.seconds if with_make is not None else 0.0)
@@ -151,7 +158,8 @@ def _train_seed(prep: _Prepared, cfg: MmadsConfig, models: Sequence[str], seed: 
         runs.add(name, predict_proba(model, prep.test), entry, seconds)
         if save_dir is not None:
             save_model(model, prep.vocab, save_dir / name, name=name, n_tiers=cfg.model.n_tiers,
-                       history_len=cfg.model.history_len, vec_dim=prep.vec_dim, extra={"seed": seed})
+                       history_len=cfg.model.history_len, vec_dim=prep.vec_dim, extra={"seed": seed},
+                       side=prep.side)
 
 
 def _per_user(test: pd.DataFrame, proba: np.ndarray, rows: np.ndarray) -> PerUserAUC:
@@ -230,6 +238,8 @@ def train_and_evaluate(
         id_only and CI), ``rows_by_*``. The one-epoch study (``model.ctr.epoch_study`` > 0, first
         seed): ``id_only.auc_by_epoch`` and ``make.auc_by_epoch`` (``epochs``, ``valid_auc``,
         ``test_auc``; MAKE's as its early-stopped schedule ran, with ``best_epoch``).
+        Every model's row also has ``side_features``, the names of the side features it used
+        (``cfg.data.side_features``, fitted on the training period).
     """
     if holdout not in ("test", "validation"):
         raise ConfigError(f"holdout must be 'test' or 'validation', got {holdout!r}")
@@ -249,12 +259,16 @@ def train_and_evaluate(
     labels = prep.split.test["clicked"].to_numpy()
     for name, per_seed in runs.proba.items():  # calibration, mean over seeds
         section[name]["ece"] = float(np.mean([expected_calibration_error(labels, p) for p in per_seed]))
+    side_names = prep.side.names if prep.side else []
+    for row in section.values():
+        row["side_features"] = list(side_names)  # every model of the ablation uses all of them
     split = prep.split
     meta = {
         "cut": str(split.cut), "valid_start": str(split.valid_start), "n_train": len(split.train),
         "n_fit": prep.n_fit, "n_test": len(split.test), "n_test_new": int(split.test["is_new"].sum()),
         "holdout": holdout, "seeds": n_seeds, "bootstrap": cfg.model.ctr.bootstrap,
         "seconds": time.perf_counter() - start,
+        "side_features": [s.model_dump() for s in prep.side.specs] if prep.side else [],
     }
     first = {m: p[0] for m, p in runs.proba.items()}
     write_report(out_dir, section, meta, runs.logs, split.test["clicked"].to_numpy(), first)

@@ -5,7 +5,9 @@ Features per row, all computed from the training-set frame only:
 * user, item and category impression counts and smoothed CTRs from **strictly earlier** training
   impressions (ties in ``ts`` do not see each other); CTR = (clicks + m * prior) / (count + m) with
   the training click rate as prior and m = ``SMOOTHING``;
-* the SimTier columns, ``hist_len``, ``sim_max``, ``sim_mean`` (already point-in-time).
+* the SimTier columns, ``hist_len``, ``sim_max``, ``sim_mean`` (already point-in-time);
+* the side features, when the run has any: numerics raw, categoricals as pandas categories over the
+  training period's vocabulary (a value first seen after the cut is missing), split natively.
 
 Test rows see the counts as of the cut (all training impressions), not the labels of earlier test
 impressions: the torch models are likewise trained up to the cut and frozen, so both get the same
@@ -25,6 +27,7 @@ import pandas as pd
 from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.config import CTRConfig
 from training.data import TimeSplit
+from training.models.side import SideEncoder, label_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +51,33 @@ def _count_features(n: np.ndarray, c: np.ndarray, prior: float, key: str) -> dic
     return {f"{name}_count": np.log1p(n), f"{name}_ctr": (c + SMOOTHING * prior) / (n + SMOOTHING)}
 
 
-def feature_names(n_tiers: int) -> list[str]:
+def feature_names(n_tiers: int, side: SideEncoder | None = None) -> list[str]:
     """The feature columns, in model order."""
     counts = [f"{k.removesuffix('_id')}_{s}" for k in KEYS for s in ("count", "ctr")]
-    return [*counts, *SIMTIER_COLUMNS(n_tiers)]
+    return [*counts, *SIMTIER_COLUMNS(n_tiers), *(side.names if side else [])]
 
 
-def tabular_features(split: TimeSplit, n_tiers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _side_columns(frame: pd.DataFrame, side: SideEncoder) -> pd.DataFrame:
+    """Side features for LightGBM: numerics raw, categoricals over the fitted vocabulary."""
+    out = pd.DataFrame(index=range(len(frame)))
+    for spec in side.specs:
+        col = frame[spec.name].reset_index(drop=True)
+        if spec.kind == "numeric":
+            out[spec.name] = pd.to_numeric(col, errors="coerce").astype(float)
+        else:
+            labels = [label_of(v) for v in col.tolist()]
+            out[spec.name] = pd.Categorical(labels, categories=list(side.vocabs[spec.name]))
+    return out
+
+
+def tabular_features(split: TimeSplit, n_tiers: int, side: SideEncoder | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Point-in-time features for the train and the test rows.
+
+    Args:
+        split: the time split.
+        n_tiers: SimTier tiers T.
+        side: the side-feature encoder fitted on the training period (None: no side features).
 
     Returns:
         ``(train_features, test_features)`` with columns :func:`feature_names`, row-aligned with
@@ -76,7 +98,11 @@ def tabular_features(split: TimeSplit, n_tiers: int) -> tuple[pd.DataFrame, pd.D
     cols = feature_names(n_tiers)
     train_x = pd.concat([pd.DataFrame(tr), train[sims].reset_index(drop=True).astype(float)], axis=1)
     test_x = pd.concat([pd.DataFrame(te), test[sims].reset_index(drop=True).astype(float)], axis=1)
-    return train_x[cols].fillna(0.0), test_x[cols].fillna(0.0)
+    train_x, test_x = train_x[cols].fillna(0.0), test_x[cols].fillna(0.0)
+    if side is not None and side.specs:  # missing side values stay missing: LightGBM routes them itself
+        train_x = pd.concat([train_x, _side_columns(train, side)], axis=1)
+        test_x = pd.concat([test_x, _side_columns(test, side)], axis=1)
+    return train_x, test_x
 
 
 @dataclass(frozen=True)
@@ -96,7 +122,8 @@ class LGBMResult:
     seconds: float
 
 
-def fit_lightgbm(split: TimeSplit, n_tiers: int, ctr: CTRConfig, *, seed: int) -> LGBMResult:
+def fit_lightgbm(split: TimeSplit, n_tiers: int, ctr: CTRConfig, *, seed: int,
+                 side: SideEncoder | None = None) -> LGBMResult:
     """Fit on the rows before the validation slice, early-stop on it, score the test rows.
 
     Args:
@@ -104,11 +131,12 @@ def fit_lightgbm(split: TimeSplit, n_tiers: int, ctr: CTRConfig, *, seed: int) -
         n_tiers: SimTier tiers T.
         ctr: ``lgbm_rounds`` (maximum boosting rounds).
         seed: LightGBM's seed.
+        side: the side-feature encoder fitted on the training period (None: no side features).
 
     Returns:
         The fitted baseline and its test predictions.
     """
-    train_x, test_x = tabular_features(split, n_tiers)
+    train_x, test_x = tabular_features(split, n_tiers, side)
     is_fit = (split.train["ts"] < split.valid_start).to_numpy()
     y = split.train["clicked"].to_numpy()
     params = {
@@ -116,7 +144,8 @@ def fit_lightgbm(split: TimeSplit, n_tiers: int, ctr: CTRConfig, *, seed: int) -
         "feature_fraction": 0.9, "seed": seed, "num_threads": 2, "deterministic": True,
         "force_row_wise": True, "verbose": -1,
     }
-    fit_set = lgb.Dataset(train_x[is_fit], y[is_fit])
+    categorical = [s.name for s in side.categorical] if side else []
+    fit_set = lgb.Dataset(train_x[is_fit], y[is_fit], categorical_feature=categorical or "auto")
     valid_set = lgb.Dataset(train_x[~is_fit], y[~is_fit], reference=fit_set)
     history: dict[str, dict[str, list[float]]] = {}
     start = time.perf_counter()

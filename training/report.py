@@ -55,6 +55,14 @@ def _delta(row: Mapping[str, Any], base: Mapping[str, Any] | None, key: str, ci_
     return f"{d:+.4f} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
+def _side_line(meta: Mapping[str, Any]) -> str:
+    specs = meta.get("side_features") or []
+    if not specs:
+        return "Side features: none."
+    named = ", ".join(f"{s['name']} ({s['kind']}, {s['source']})" for s in specs)
+    return f"Side features used by every model: {named}."
+
+
 def ablation_markdown(section: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
     """The report.md ablation table (deltas vs id_only and vs lightgbm with 95% bootstrap CIs)."""
     base = section.get("id_only")
@@ -65,6 +73,8 @@ def ablation_markdown(section: Mapping[str, Mapping[str, Any]], meta: Mapping[st
         f"{meta.get('valid_start')}), {meta.get('n_test')} test rows, {meta.get('n_test_new')} on new "
         f"items. Mean over {meta.get('seeds')} seed(s); CIs: {meta.get('bootstrap')} bootstrap resamples "
         "of users.",
+        "",
+        _side_line(meta),
         "",
         "| model | AUC | GAUC | ΔGAUC vs id_only [95% CI] | ΔGAUC vs lightgbm [95% CI] | AUC new | GAUC new "
         "| ΔGAUC new vs id_only [95% CI] | logloss | GAUC std | train s |",

@@ -172,12 +172,12 @@ def fit_make(
 
 
 def _param_groups(model: CTRModel, ctr: CTRConfig) -> list[dict[str, Any]]:
-    """The ID embedding tables at ``ctr.emb_lr`` (when set), everything else trainable at ``ctr.lr``.
+    """The ID and side-feature embedding tables at ``ctr.emb_lr`` (when set), the rest at ``ctr.lr``.
 
     An id seen k times in one epoch gets k updates: with tens of impressions per item, embeddings
     need a larger step than the dense layers to learn anything in the one epoch ID models get.
     """
-    tables = {id(t.weight) for t in (model.user_emb, model.item_emb, model.category_emb)}
+    tables = {id(t.weight) for t in (model.user_emb, model.item_emb, model.category_emb, *model.side_emb)}
     emb = [p for p in model.parameters() if p.requires_grad and id(p) in tables]
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in tables]
     if ctr.emb_lr is None:

@@ -21,6 +21,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,27 @@ from feast import FeatureStore
 from tqdm import tqdm
 
 from feature_repo.history import ItemVectors, history_snapshots, lookup_time
-from feature_repo.schema import ITEM_VIEW, TRAINING_SERVICE, USER_VIEW
+from feature_repo.schema import (
+    ITEM_VIEW,
+    SIDE_VIEWS,
+    TRAINING_SERVICE,
+    TS_FIELD,
+    USER_SIDE_TIME,
+    USER_VIEW,
+    side_arrow_type,
+)
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier_from_table
-from feature_repo.store import append_offline, latest_offline, write_online_items, write_online_users
-from infra.config import MmadsConfig
+from feature_repo.store import (
+    append_offline,
+    latest_offline,
+    view_schemas,
+    write_online_items,
+    write_online_rows,
+    write_online_users,
+)
+from infra.config import MmadsConfig, SideFeature
 from infra.errors import FeatureError
+from infra.side_features import configured, side_values
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +63,18 @@ _SIMTIER_BLOCK = 8192  # rows per gather + simtier call: bounds the (rows, N, d)
 _TS = pa.timestamp("us", tz="UTC")
 
 
-def training_set_schema(n_tiers: int) -> pa.Schema:
-    """The exact Arrow schema of a training-set file for ``n_tiers`` tiers."""
+def training_set_schema(n_tiers: int, side: Sequence[SideFeature] = ()) -> pa.Schema:
+    """The exact Arrow schema of a training-set file for ``n_tiers`` tiers and the side features ``side``.
+
+    Side-feature columns (categoricals as strings, numerics float64) come last, in ``side`` order.
+    """
     fields = [
         ("user_id", pa.int64()), ("item_id", pa.int64()), ("ts", _TS), ("clicked", pa.int8()),
         ("category", pa.string()), ("item_created_at", _TS), ("has_emb", pa.bool_()),
         ("item_emb", pa.list_(pa.float32())), ("hist_item_ids", pa.list_(pa.int64())),
     ]
     fields += [(c, pa.float32()) for c in SIMTIER_COLUMNS(n_tiers)]
+    fields += [(s.name, side_arrow_type(s)) for s in side]
     return pa.schema(fields)
 
 
@@ -181,6 +202,54 @@ def materialize_from_dataset(
             write_online_users(store, _snapshot_table(latest.iloc[lo:lo + 1000], vectors).to_pandas())
 
 
+def materialize_side_features(
+    cfg: MmadsConfig, store: FeatureStore, items: pd.DataFrame, users: pd.DataFrame | None, *, online: bool = False,
+) -> dict[str, int]:
+    """Write the ``item_side`` / ``user_side`` rows of the configured side features from the files.
+
+    Item rows are stamped with the item's ``created_at`` (its attributes are known from then on),
+    user rows with :data:`~feature_repo.schema.USER_SIDE_TIME` (static attributes). Nothing is
+    written when the config lists no side features.
+
+    Args:
+        cfg: the configuration with a resolved ``data.side_features``.
+        store: the applied store (for the online writes).
+        items: ``items.parquet`` rows (``item_id``, ``created_at`` and the item side columns).
+        users: ``users.parquet`` rows, or None when the dataset has none.
+        online: also upsert the rows to the online store.
+
+    Returns:
+        Rows written per view.
+
+    Raises:
+        FeatureError: user side features are configured but there is no users frame.
+    """
+    written: dict[str, int] = {}
+    schemas = view_schemas(cfg)
+    for source, view in SIDE_VIEWS.items():
+        specs = configured(cfg, source)
+        if not specs:
+            continue
+        frame = items if source == "items" else users
+        if frame is None:
+            raise FeatureError(f"side features {[s.name for s in specs]} need users.parquet, which is absent")
+        key = "item_id" if source == "items" else "user_id"
+        rows = side_values(specs, frame)
+        rows.insert(0, key, frame[key].to_numpy(np.int64))
+        rows[TS_FIELD] = frame["created_at"] if source == "items" else USER_SIDE_TIME
+        append_offline(cfg, view, rows, schemas[view])
+        if online:
+            write_online_rows(store, view, rows, schemas[view])
+        written[view] = len(rows)
+    logger.info("materialized side features: %s", written)
+    return written
+
+
+def side_refs(cfg: MmadsConfig) -> list[str]:
+    """Feast feature references of the configured side features, in config order."""
+    return [f"{SIDE_VIEWS[s.source]}:{s.name}" for s in configured(cfg)]
+
+
 def _entity_frame(impressions: pd.DataFrame) -> pd.DataFrame:
     """The Feast entity frame: user_id, item_id, the lookup time and a row number.
 
@@ -275,7 +344,10 @@ def _output_table(cfg: MmadsConfig, chunk: pd.DataFrame, table: pa.Table, vector
     }
     for k, name in enumerate(SIMTIER_COLUMNS(cfg.model.n_tiers)):
         columns[name] = pa.array(f.simtier[:, k].astype(np.float32))
-    return pa.table(columns, schema=training_set_schema(cfg.model.n_tiers))
+    side = configured(cfg)
+    for spec in side:
+        columns[spec.name] = table.column(spec.name).cast(side_arrow_type(spec))
+    return pa.table(columns, schema=training_set_schema(cfg.model.n_tiers, side))
 
 
 def build_training_set(
@@ -293,7 +365,8 @@ def build_training_set(
         cfg: the configuration (dim, history_len, n_tiers, repo location).
         store: the applied store; its offline store should be duckdb (the file store drops rows).
         impressions: columns user_id, item_id, clicked, ts (UTC).
-        out: the parquet file to write (atomically: tmp + rename); columns :func:`training_set_schema`.
+        out: the parquet file to write (atomically: tmp + rename); columns :func:`training_set_schema`
+            (with the configured side features, retrieved point-in-time like the item vector).
         chunk_rows: impressions per retrieval (memory grows with chunk_rows x N x d).
         progress: show a progress bar.
 
@@ -307,10 +380,11 @@ def build_training_set(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     no_hist = no_emb = 0
-    with pq.ParquetWriter(tmp, training_set_schema(cfg.model.n_tiers)) as writer:
+    refs = FAST_REFS + side_refs(cfg)
+    with pq.ParquetWriter(tmp, training_set_schema(cfg.model.n_tiers, configured(cfg))) as writer:
         with tqdm(total=len(entity), desc="training set", unit="row", disable=not progress) as bar:
             for lo in range(0, len(entity), chunk_rows):
-                retrieved = _retrieve(store, entity.iloc[lo:lo + chunk_rows], FAST_REFS)
+                retrieved = _retrieve(store, entity.iloc[lo:lo + chunk_rows], refs)
                 table = _output_table(cfg, impressions.iloc[lo:lo + chunk_rows], retrieved, vectors)
                 writer.write_table(table)
                 no_hist += retrieved.column("hist_item_ids").null_count

@@ -88,4 +88,9 @@ def _validate(args: argparse.Namespace) -> int:
         f"dataset {args.dir} is valid: {len(ds.items)} items, {len(ds.behaviors)} behaviors, "
         f"{len(ds.impressions)} impressions, {len(ds.queries)} queries, images: {ds.has_images}"
     )
+    from infra.side_features import discover_side_features
+
+    side = discover_side_features(ds)
+    print("side features (used unless config data.side_features says otherwise): "
+          + (", ".join(f"{s.name} ({s.kind}, {s.source})" for s in side) or "none"))
     return 0

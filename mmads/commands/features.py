@@ -32,18 +32,21 @@ def _build(args: argparse.Namespace) -> int:
     from feature_repo.schema import item_vector_table
     from feature_repo.store import apply_repo
     from infra.dataset import load_dataset
+    from infra.side_features import resolve_side_features, with_side_features
     from mmads.steps.modeling import TRAINING_SET as TRAINING_SET_FILE
-    from training.training_set import build_training_set, materialize_from_dataset
+    from training.training_set import build_training_set, materialize_from_dataset, materialize_side_features
 
     if args.out.suffix == ".parquet" or args.out.is_file():
         raise ConfigError(f"--out is a directory (the training set goes to DIR/{TRAINING_SET_FILE}), got {args.out}")
     cfg = config_of(args)
     ds = load_dataset(args.data)
+    cfg = with_side_features(cfg, resolve_side_features(cfg, ds))
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
     vectors = encoder.encode_items(ds.items, image_root=ds.root)
     item_vectors = item_vector_table(ds.items, vectors)
     store = apply_repo(cfg)
     materialize_from_dataset(cfg, store, ds.behaviors, ds.items, item_vectors, progress=True)
+    materialize_side_features(cfg, store, ds.items, ds.users)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = build_training_set(cfg, store, ds.impressions, args.out / TRAINING_SET_FILE,
                                  chunk_rows=args.chunk_rows)

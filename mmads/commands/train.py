@@ -37,15 +37,17 @@ def _train(args: argparse.Namespace) -> int:
     from feature_repo.store import apply_repo
     from infra.config import run_config_file, save_config
     from infra.dataset import dataset_cut, load_dataset
+    from infra.side_features import resolve_side_features, with_side_features
     from mmads.commands.common import format_table
     from mmads.report import CTR_HEADERS, ctr_rows
     from mmads.steps.modeling import TRAINING_SET as TRAINING_SET_FILE
     from training.experiment import train_and_evaluate
-    from training.training_set import build_training_set, materialize_from_dataset
+    from training.training_set import build_training_set, materialize_from_dataset, materialize_side_features
 
     cfg = config_of(args).with_overrides(state_dir=(args.out / "state").resolve())
     save_config(cfg, run_config_file(args.out))  # so `serve --run OUT` reopens this state dir
     ds = load_dataset(args.data)
+    cfg = with_side_features(cfg, resolve_side_features(cfg, ds))
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
     vectors = encoder.encode_items(ds.items, image_root=ds.root)
     item_vectors = item_vector_table(ds.items, vectors)
@@ -53,6 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     if train_set is None:
         store = apply_repo(cfg)
         materialize_from_dataset(cfg, store, ds.behaviors, ds.items, item_vectors[["item_id", "emb"]], progress=True)
+        materialize_side_features(cfg, store, ds.items, ds.users)
         train_set = args.out / TRAINING_SET_FILE
         build_training_set(cfg, store, ds.impressions, train_set)
     section = train_and_evaluate(train_set, item_vectors, cfg, args.out, models=args.models, seeds=args.seeds,

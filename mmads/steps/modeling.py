@@ -49,13 +49,16 @@ def logged_impressions(ctx: RunContext) -> pd.DataFrame:
 def run_training_set(ctx: RunContext) -> dict[str, Any]:
     """Build the training set by Feast historical retrieval over the logged impressions."""
     from feature_repo.store import open_store
-    from training.training_set import build_training_set, check_parity
+    from training.training_set import build_training_set, check_parity, materialize_side_features
 
     impressions = logged_impressions(ctx)
     expected = len(ctx.dataset.impressions)
     if len(impressions) != expected:
         raise RuntimeError(f"the impression log holds {len(impressions)} rows, the dataset {expected}")
     store = open_store(ctx.cfg)
+    # side features are catalogue attributes from the files (not streamed): offline for the training
+    # set, online for the service
+    side_rows = materialize_side_features(ctx.cfg, store, ctx.dataset.items, ctx.dataset.users, online=True)
     summary = build_training_set(ctx.cfg, store, impressions, ctx.run_dir / TRAINING_SET)
     parity = check_parity(ctx.cfg, store, impressions, sample=300, seed=ctx.cfg.model.seed)
     return {
@@ -63,7 +66,7 @@ def run_training_set(ctx: RunContext) -> dict[str, Any]:
         "rows_without_history": summary.rows_without_history,
         "rows_without_embedding": summary.rows_without_emb,
         "odfv_parity_rows": parity.rows, "odfv_parity_max_abs_diff": parity.max_abs_diff,
-        "odfv_parity_hist_mismatches": parity.hist_mismatches,
+        "odfv_parity_hist_mismatches": parity.hist_mismatches, "side_feature_rows": side_rows,
     }
 
 

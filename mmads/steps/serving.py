@@ -116,6 +116,7 @@ def _parity(ctx: RunContext, requests: list[dict[str, Any]]) -> dict[str, Any]:
     ranker = Ranker.load(ctx.run_dir / "ctr" / "models" / DEFAULT_MODEL)
     offline_scores = ranker.score(offline, item_vectors(ctx))
     feat_diff = score_diff = 0.0
+    side_mismatches = 0
     lo = 0
     for q in sample:
         n = len(q["request"]["candidate_item_ids"])
@@ -123,12 +124,20 @@ def _parity(ctx: RunContext, requests: list[dict[str, Any]]) -> dict[str, Any]:
         on = reader.read(q["request"]["user_id"], q["request"]["candidate_item_ids"])
         feat_diff = max(feat_diff, float(np.abs(off[cols].to_numpy(np.float64) - on.simtier).max()),
                         float(np.abs(np.stack(list(off["item_emb"])) - on.item_emb).max()))
+        side_mismatches += sum(not _same(a, b) for name, values in on.side.items()
+                               for a, b in zip(off[name].tolist(), values, strict=True))
         served = {it["item_id"]: it["score"] for it in q["response"]["items"]}
         svc = np.array([served[i] for i in q["request"]["candidate_item_ids"]])
         score_diff = max(score_diff, float(np.abs(svc - offline_scores[lo:lo + n]).max()))
         lo += n
     return {"checked": int(len(entity)), "users": len(sample), "offline_online_max_abs_diff": feat_diff,
-            "serving_offline_max_abs_diff": score_diff}
+            "serving_offline_max_abs_diff": score_diff, "side_feature_mismatches": side_mismatches}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two stored side values agree (missing = None or NaN on either side)."""
+    missing_a, missing_b = bool(pd.isna(a)), bool(pd.isna(b))
+    return (missing_a and missing_b) or (not missing_a and not missing_b and a == b)
 
 
 def _recall(recs: dict[int, list[int]], truth: dict[int, set[int]]) -> float:

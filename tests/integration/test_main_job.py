@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from mmads.datagen import generate_dataset
+from mmads.datagen.side_features import derive_side_features
 from mmads.report import REPORT_KEYS
 from tests.support import make_config
 
@@ -91,6 +92,22 @@ def test_main_job_text_only(tmp_path: Path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = _check_report(out, data)
     assert report["data"]["image_tower"].startswith("skipped")
+
+
+def test_main_job_with_side_features(tmp_path: Path):
+    src = tmp_path / "plain"
+    generate_dataset(src, seed=4, scale=0.04, image_size=32, images=False, progress=False)
+    data = derive_side_features(src, tmp_path / "data", seed=4)
+    out = tmp_path / "run"
+    res = _run(tmp_path, data, out)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = _check_report(out, data)
+    names = ["brand", "shop_id", "price", "age_bucket", "city"]
+    assert all(report["ctr"][m]["side_features"] == names for m in ("id_only", "simtier_make", "lightgbm"))
+    assert "side features: brand (categorical, items)" in res.stdout
+    assert report["parity"]["side_feature_mismatches"] == 0
+    side = json.loads((out / "ctr" / "models" / "simtier_make" / "side_features.json").read_text())
+    assert [s["name"] for s in side["specs"]] == names
 
 
 def test_broken_dataset_stops_at_validation(tmp_path: Path):

@@ -13,10 +13,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from infra.errors import ConfigError
+from infra.errors import ConfigError, FeatureError
 from training.models.inputs import CTRInputs, IdVocab
 from training.models.modules import MLP, SimTierTower, TargetAttention
 from training.models.registry import TORCH_MODELS, model_spec
+from training.models.side import SideEncoder
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class CTRModelConfig:
         n_tiers: SimTier tiers T, or None for no SimTier part.
         make: the MAKE part, or None.
         finetune_make: train MAKE's parameters jointly (``make_ft``) instead of freezing them.
+        side_cardinalities: embedding table size per categorical side feature (empty: none).
+        n_side_numeric: how many normalised numeric side features are concatenated.
     """
 
     n_users: int
@@ -60,6 +63,8 @@ class CTRModelConfig:
     n_tiers: int | None = None
     make: MakeConfig | None = None
     finetune_make: bool = False
+    side_cardinalities: tuple[int, ...] = ()
+    n_side_numeric: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -71,6 +76,7 @@ class CTRModelConfig:
         raw = dict(raw)
         make = raw.pop("make", None)
         raw["mlp_hidden"] = tuple(raw["mlp_hidden"])
+        raw["side_cardinalities"] = tuple(raw.get("side_cardinalities", ()))
         if make is not None:
             make = MakeConfig(**{**make, "mlp_hidden": tuple(make["mlp_hidden"])})
         return cls(**raw, make=make)
@@ -120,7 +126,8 @@ class MAKE(nn.Module):
 class CTRModel(nn.Module):
     """ID model: user, item, category embeddings + DIN attention over the behavior item ids + MLP.
 
-    Optional parts concatenated before the MLP: the SimTier tower and MAKE's outputs.
+    Optional parts concatenated before the MLP: the SimTier tower, MAKE's outputs and the side
+    features (one embedding per categorical, the normalised numerics as they are).
 
     Args:
         cfg: the model configuration.
@@ -145,6 +152,14 @@ class CTRModel(nn.Module):
         self.make = MAKE(cfg.make) if cfg.make else None
         if cfg.make:
             width += cfg.make.out_dim
+        # created only with side features, so a model without them initialises exactly as before
+        self.side_emb = nn.ModuleList(nn.Embedding(n, d, padding_idx=0) for n in cfg.side_cardinalities)
+        for side in self.side_emb:
+            assert isinstance(side, nn.Embedding)  # for mypy: a ModuleList holds Modules
+            nn.init.normal_(side.weight, std=0.05)
+            with torch.no_grad():
+                side.weight[0].zero_()
+        width += d * len(cfg.side_cardinalities) + cfg.n_side_numeric
         self.mlp = MLP(width, (*cfg.mlp_hidden, 1))
 
     def _make_features(self, batch: CTRInputs) -> torch.Tensor:
@@ -164,7 +179,19 @@ class CTRModel(nn.Module):
             parts.append(self.simtier(batch.simtier))
         if self.make is not None:
             parts.append(self._make_features(batch))
+        parts.extend(self._side_features(batch))
         return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+
+    def _side_features(self, batch: CTRInputs) -> list[torch.Tensor]:
+        """(B, d) per categorical side feature and the (B, M) numerics; none without side features."""
+        if not self.side_emb and not self.cfg.n_side_numeric:
+            return []
+        if batch.side_cat is None or batch.side_num is None:
+            raise FeatureError("this model uses side features, but the batch carries none")
+        out = [emb(batch.side_cat[:, k]) for k, emb in enumerate(self.side_emb)]
+        if self.cfg.n_side_numeric:
+            out.append(batch.side_num)
+        return out
 
 
 @torch.inference_mode()
@@ -177,7 +204,7 @@ def predict_logits(model: nn.Module, data: CTRInputs, batch_size: int = 8192) ->
 
 
 def model_config(name: str, vocab: IdVocab, *, id_dim: int, mlp_hidden: tuple[int, ...], n_tiers: int,
-                 vec_dim: int) -> CTRModelConfig:
+                 vec_dim: int, side: SideEncoder | None = None) -> CTRModelConfig:
     """The configuration of one ablation model.
 
     Args:
@@ -187,6 +214,7 @@ def model_config(name: str, vocab: IdVocab, *, id_dim: int, mlp_hidden: tuple[in
         mlp_hidden: top MLP hidden widths (also MAKE's).
         n_tiers: SimTier tiers T.
         vec_dim: multimodal vector width d.
+        side: the fitted side-feature encoder; every ID model (not MAKE alone) uses its features.
 
     Returns:
         The frozen model configuration.
@@ -199,4 +227,5 @@ def model_config(name: str, vocab: IdVocab, *, id_dim: int, mlp_hidden: tuple[in
         n_users=vocab.n_users, n_items=vocab.n_items, n_categories=vocab.n_categories, id_dim=id_dim,
         mlp_hidden=mlp_hidden, n_tiers=n_tiers if spec.uses_simtier else None,
         make=make, finetune_make=spec.finetune_make,
+        side_cardinalities=side.cardinalities if side else (), n_side_numeric=len(side.numeric) if side else 0,
     )

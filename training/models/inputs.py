@@ -16,7 +16,7 @@ Multimodal vectors are L2-normalised here; history vectors are gathered from an
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import torch
 
 from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.errors import FeatureError, ModelArtifactError
+from training.models.side import SideEncoder
 
 PAD = 0
 OOV = 1
@@ -218,6 +219,9 @@ class CTRInputs:
         simtier: ``tier_0..tier_{T-1}, hist_len, sim_max, sim_mean``, (R, T + 3) float32.
         vectors: the shared item-vector table, (I + 1, d) float32 (not sliced by :meth:`select`).
         label: clicks as float (R,), or None at inference.
+        side_cat: categorical side features as vocabulary indices, (R, C) int64, or None (no side
+            features; see :class:`~training.models.side.SideEncoder`).
+        side_num: normalised numeric side features, (R, M) float32, or None.
     """
 
     user: torch.Tensor
@@ -230,6 +234,8 @@ class CTRInputs:
     simtier: torch.Tensor
     vectors: torch.Tensor
     label: torch.Tensor | None = None
+    side_cat: torch.Tensor | None = None
+    side_num: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
@@ -244,6 +250,8 @@ class CTRInputs:
             hist_vec_idx=self.hist_vec_idx if shared else self.hist_vec_idx[idx],
             target_vec=self.target_vec[idx], has_emb=self.has_emb[idx], simtier=self.simtier[idx],
             label=None if self.label is None else self.label[idx],
+            side_cat=None if self.side_cat is None else self.side_cat[idx],
+            side_num=None if self.side_num is None else self.side_num[idx],
         )
 
     @property
@@ -279,16 +287,17 @@ def _pad_history(col: pd.Series, history_len: int) -> np.ndarray:
     return np.where(take, safe, -1)
 
 
-def check_columns(frame: pd.DataFrame, n_tiers: int) -> None:
-    """Raise FeatureError naming every missing training-set column."""
-    needed = [*BASE_COLUMNS, *SIMTIER_COLUMNS(n_tiers)]
+def check_columns(frame: pd.DataFrame, n_tiers: int, side: SideEncoder | None = None) -> None:
+    """Raise FeatureError naming every missing training-set column (side features included)."""
+    needed = [*BASE_COLUMNS, *SIMTIER_COLUMNS(n_tiers), *(side.names if side else [])]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise FeatureError(f"frame lacks training-set columns {missing}")
 
 
 def build_inputs(
-    frame: pd.DataFrame, lookup: ItemVectorLookup, vocab: IdVocab, *, n_tiers: int, history_len: int
+    frame: pd.DataFrame, lookup: ItemVectorLookup, vocab: IdVocab, *, n_tiers: int, history_len: int,
+    side: SideEncoder | None = None,
 ) -> CTRInputs:
     """Turn a training-set frame into model inputs (the single path for training and serving).
 
@@ -298,11 +307,12 @@ def build_inputs(
         vocab: the id vocabularies fitted on the training rows.
         n_tiers: T, the number of SimTier columns.
         history_len: N, the padded history length.
+        side: the fitted side-feature encoder (None: the model uses no side features).
 
     Returns:
         The inputs for all R rows, with labels when ``clicked`` is present.
     """
-    check_columns(frame, n_tiers)
+    check_columns(frame, n_tiers, side)
     return inputs_from_arrays(
         user_ids=frame["user_id"].to_numpy(np.int64),
         item_ids=frame["item_id"].to_numpy(np.int64),
@@ -314,13 +324,16 @@ def build_inputs(
         lookup=lookup,
         vocab=vocab,
         label=frame["clicked"].to_numpy(np.float32) if "clicked" in frame.columns else None,
+        side=side,
+        side_values={n: frame[n] for n in side.names} if side else None,
     )
 
 
 def inputs_from_arrays(
     *, user_ids: np.ndarray, item_ids: np.ndarray, categories: Sequence[object] | pd.Series, has_emb: np.ndarray,
     item_emb: np.ndarray, history: np.ndarray, simtier: np.ndarray, lookup: ItemVectorLookup, vocab: IdVocab,
-    label: np.ndarray | None = None,
+    label: np.ndarray | None = None, side: SideEncoder | None = None,
+    side_values: Mapping[str, Sequence[object] | pd.Series] | None = None,
 ) -> CTRInputs:
     """Model inputs from column arrays: what :func:`build_inputs` does after reading the frame.
 
@@ -338,6 +351,8 @@ def inputs_from_arrays(
         lookup: item vectors for the history gather.
         vocab: the id vocabularies.
         label: (R,) clicks, or None at inference.
+        side: the fitted side-feature encoder, or None (no side features).
+        side_values: per side feature, its R raw values (one value: shared by all rows).
 
     Returns:
         The inputs for all R rows.
@@ -349,6 +364,10 @@ def inputs_from_arrays(
     target = _normalise(np.asarray(item_emb, dtype=np.float32)) * has[:, None]
     sim = np.asarray(simtier, dtype=np.float64)
     sim = np.where(np.isnan(sim), 0.0, sim).astype(np.float32)
+    side_cat = side_num = None
+    if side is not None and side.specs:
+        cat, num = side.transform(side_values or {}, len(item_ids))
+        side_cat, side_num = torch.from_numpy(cat), torch.from_numpy(num)
     return CTRInputs(
         user=torch.from_numpy(vocab.users(user_ids)),
         item=torch.from_numpy(vocab.items(item_ids)),
@@ -360,4 +379,6 @@ def inputs_from_arrays(
         simtier=torch.from_numpy(sim),
         vectors=lookup.vectors,
         label=None if label is None else torch.from_numpy(np.asarray(label, dtype=np.float32)),
+        side_cat=side_cat,
+        side_num=side_num,
     )

@@ -3,7 +3,9 @@
 A model directory holds ``model.pt`` (the state dict), ``config.json`` (format version, model name
 and :class:`CTRModelConfig`, ``n_tiers``, ``simtier_columns`` (checked at load against
 :func:`~feature_repo.simtier.SIMTIER_COLUMNS`), ``history_len``, ``vec_dim``, ``model_version``) and
-``vocab.npz`` + ``vocab.json`` (the id vocabularies). ``Ranker.score`` builds its inputs with the same
+``vocab.npz`` + ``vocab.json`` (the id vocabularies) and, when the model uses side features,
+``side_features.json`` (their vocabularies and training-period statistics, :class:`SideEncoder`).
+``Ranker.score`` builds its inputs with the same
 :func:`~training.models.inputs.build_inputs` and runs the same :func:`predict_logits` as the
 offline evaluation, so scores match the offline model's on the same features.
 """
@@ -25,6 +27,7 @@ from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.errors import FeatureError, ModelArtifactError
 from training.models.ctr import CTRModel, CTRModelConfig, predict_logits
 from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
+from training.models.side import SideEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ def _weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def save_model(model: CTRModel, vocab: IdVocab, model_dir: Path, *, name: str, n_tiers: int,
-               history_len: int, vec_dim: int, extra: dict[str, Any] | None = None) -> str:
+               history_len: int, vec_dim: int, extra: dict[str, Any] | None = None,
+               side: SideEncoder | None = None) -> str:
     """Write a model directory.
 
     Args:
@@ -53,6 +57,7 @@ def save_model(model: CTRModel, vocab: IdVocab, model_dir: Path, *, name: str, n
         history_len: history length N.
         vec_dim: multimodal vector width d.
         extra: more JSON-ready metadata (seed, metrics, ...).
+        side: the side-feature encoder the model was trained with (None: no side features).
 
     Returns:
         The model version: ``<name>-<first 12 hex digits of the weights' sha256>``.
@@ -62,10 +67,12 @@ def save_model(model: CTRModel, vocab: IdVocab, model_dir: Path, *, name: str, n
     version = f"{name}-{_weights_digest(state)}"
     torch.save(state, model_dir / WEIGHTS_FILE)
     vocab.save(model_dir / VOCAB_FILE)
+    if side is not None and side.specs:
+        side.save(model_dir)
     meta = {
         "format": FORMAT_VERSION, "name": name, "model_version": version, "model": model.cfg.to_dict(),
         "n_tiers": n_tiers, "simtier_columns": SIMTIER_COLUMNS(n_tiers), "history_len": history_len,
-        "vec_dim": vec_dim, **(extra or {}),
+        "vec_dim": vec_dim, "side_features": side.names if side else [], **(extra or {}),
     }
     (model_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=str))
     logger.info("saved %s to %s", version, model_dir)
@@ -79,9 +86,10 @@ class Ranker:
         model_version: ``<name>-<weights digest>``, stable for the same weights.
         name: the ablation name.
         n_tiers, history_len, vec_dim: the feature shapes the model expects.
+        side: the side-feature encoder (None when the model uses none).
     """
 
-    def __init__(self, model: CTRModel, vocab: IdVocab, meta: dict[str, Any]) -> None:
+    def __init__(self, model: CTRModel, vocab: IdVocab, meta: dict[str, Any], side: SideEncoder | None = None) -> None:
         self.model = model.eval()
         self.vocab = vocab
         self.name: str = meta["name"]
@@ -90,6 +98,7 @@ class Ranker:
         self.simtier_columns: list[str] = list(meta.get("simtier_columns") or SIMTIER_COLUMNS(self.n_tiers))
         self.history_len: int = int(meta["history_len"])
         self.vec_dim: int = int(meta["vec_dim"])
+        self.side = side
 
     @classmethod
     def load(cls, model_dir: Path) -> Ranker:
@@ -115,13 +124,17 @@ class Ranker:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise ModelArtifactError(f"{model_dir}: weights do not fit the config: {exc}") from None
-        return cls(model, IdVocab.load(model_dir / VOCAB_FILE), meta)
+        side = SideEncoder.load(model_dir)
+        if side is not None and (side.cardinalities != model.cfg.side_cardinalities
+                                 or len(side.numeric) != model.cfg.n_side_numeric):
+            raise ModelArtifactError(f"{model_dir}: side_features.json does not fit the model's side inputs")
+        return cls(model, IdVocab.load(model_dir / VOCAB_FILE), meta, side)
 
     def score(self, frame: pd.DataFrame, item_vectors: ItemVectorLookup | pd.DataFrame) -> np.ndarray:
         """Click probabilities for rows in the training-set schema (``clicked`` not needed).
 
         Args:
-            frame: R rows: the user's history ids, the candidate's vector and SimTier features.
+            frame: R rows: the user's history ids, the candidate's vector, SimTier and side features.
             item_vectors: the item-vector lookup (or table) for the history gather.
 
         Returns:
@@ -132,7 +145,8 @@ class Ranker:
             lookup = ItemVectorLookup.from_frame(lookup)
         if lookup.dim != self.vec_dim:
             raise FeatureError(f"item vectors have d={lookup.dim}, model {self.model_version} expects {self.vec_dim}")
-        inputs = build_inputs(frame, lookup, self.vocab, n_tiers=self.n_tiers, history_len=self.history_len)
+        inputs = build_inputs(frame, lookup, self.vocab, n_tiers=self.n_tiers, history_len=self.history_len,
+                              side=self.side)
         return self.score_inputs(inputs)
 
     def score_inputs(self, inputs: CTRInputs) -> np.ndarray:
