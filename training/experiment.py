@@ -166,6 +166,20 @@ def _per_user(test: pd.DataFrame, proba: np.ndarray, rows: np.ndarray) -> PerUse
     return per_user_auc(test["user_id"].to_numpy()[rows], test["clicked"].to_numpy()[rows], proba[rows])
 
 
+def _gains(section: dict[str, dict[str, Any]], base: str = "id_only") -> None:
+    """Per model, GAUC gain over ``base`` overall and on new items and their ratio (the paper's is ~2)."""
+    if base not in section:
+        return
+    b = section[base]
+    for name, row in section.items():
+        if name == base:
+            continue
+        row["gauc_gain"] = row["gauc"] - b["gauc"]
+        row["gauc_new_gain"] = row["gauc_new"] - b["gauc_new"]
+        ratio = row["gauc_new_gain"] / row["gauc_gain"] if row["gauc_gain"] else float("nan")
+        row["new_to_overall_gain_ratio"] = ratio
+
+
 def _metrics(test: pd.DataFrame, train: pd.DataFrame, runs: _Runs, n_boot: int,
              seed: int) -> dict[str, dict[str, Any]]:
     y = test["clicked"].to_numpy()
@@ -182,6 +196,7 @@ def _metrics(test: pd.DataFrame, train: pd.DataFrame, runs: _Runs, n_boot: int,
             "gauc_new": float(np.mean([pu[1].gauc for pu in per_user[name]])),
             "logloss": float(np.mean([logloss(y, p) for p in probas])),
             "gauc_std": float(np.std(gaucs)),
+            "gauc_new_std": float(np.std([pu[1].gauc for pu in per_user[name]])),
             "train_seconds": float(np.mean(runs.seconds[name])),
             "gauc_ci": list(bootstrap_gauc_ci([pu[0] for pu in per_user[name]], n_resamples=n_boot, seed=seed)),
             "gauc_new_ci": list(bootstrap_gauc_ci([pu[1] for pu in per_user[name]], n_resamples=n_boot,
@@ -194,6 +209,7 @@ def _metrics(test: pd.DataFrame, train: pd.DataFrame, runs: _Runs, n_boot: int,
                 pairs = [pu[k] for pu in per_user[name]], [pu[k] for pu in per_user[base]]
                 row[key] = list(bootstrap_gauc_delta(*pairs, n_resamples=n_boot, seed=seed))
         out[name] = row
+    _gains(out)
     for name, sliced in sliced_metrics(test, train, runs.proba, n_boot=n_boot, seed=seed).items():
         out[name].update(sliced)
     for name, curve in runs.epochs.items():
@@ -230,7 +246,9 @@ def train_and_evaluate(
 
     Returns:
         The report's "ctr" section: per model ``auc``, ``gauc``, ``auc_new``, ``gauc_new``,
-        ``logloss``, ``ece``, ``gauc_std``, ``train_seconds``, ``gauc_ci``, ``gauc_new_ci`` and, when id_only ran,
+        ``logloss``, ``ece``, ``gauc_std`` and ``gauc_new_std`` (over seeds), ``train_seconds``,
+        ``gauc_ci``, ``gauc_new_ci`` and, when id_only ran, ``gauc_gain``, ``gauc_new_gain``,
+        ``new_to_overall_gain_ratio``,
         ``gauc_delta_ci`` and ``gauc_new_delta_ci`` (95% bootstrap CIs, [lo, hi]); for the torch models
         when lightgbm ran, ``gauc_delta_vs_lightgbm_ci`` and ``gauc_new_delta_vs_lightgbm_ci``. The
         cold-start curve (:func:`training.slices.sliced_metrics`): ``gauc_by_item_age``,
