@@ -43,11 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from mmads.datagen import generate_dataset
     from mmads.datagen.regimes import get_regime
-    from mmads.datagen.simulate import ClickModel
 
     regime = get_regime(args.regime)
-    click = None if args.click_functional_weight is None else ClickModel(
-        functional_weight=args.click_functional_weight, taste_weight=regime.taste_weight)
+    click = None if args.click_functional_weight is None else regime.click_model(
+        functional_weight=args.click_functional_weight)
     refuse_non_empty(args.out, force=args.force)
     summary = generate_dataset(
         args.out, seed=args.seed, scale=args.scale, image_size=args.image_size, images=not args.no_images,

@@ -168,28 +168,19 @@ def _write_truth(out: Path, items: _Items, users: Users, sessions: Sessions, cli
         "interest_categories": [[CATEGORIES[int(c)][0] for c in cs] for cs in users.categories]},
         tables.USERS_TRUTH)
     (out / tables.TRUTH_DIR / "click_model.json").write_text(json.dumps(asdict(click_model), indent=2) + "\n")
-    if items.catalogue.taste is not None and users.taste is not None:
-        np.savez_compressed(out / tables.TRUTH_DIR / "taste.npz", items=items.catalogue.taste,
-                            users=users.taste)
 
 
-def _id_level_effects(seed: int, regime: Regime, items: _Items, users: Users) -> tuple[_Items, Users]:
-    """The regime's long-tailed popularity and hidden taste factors, from a generator of their own.
+def _long_tail(seed: int, regime: Regime, items: _Items) -> _Items:
+    """The regime's log-normal ad popularity factor, from a generator of its own.
 
-    Drawn apart from the main stream so that a regime without them draws exactly what it always did.
-    Each taste component is N(0, r^-1/2), so ``<user_taste, item_taste>`` has unit variance.
+    Drawn apart from the main stream so that a regime without it draws exactly what it always did.
     """
-    if not regime.popularity_sigma and not regime.taste_dim:
-        return items, users
+    if not regime.popularity_sigma:
+        return items
     side = np.random.default_rng([seed, 7])
-    n_items, n_users = len(items.titles), len(users.weights)
-    popularity = np.exp(regime.popularity_sigma * side.normal(size=n_items))
-    scale = regime.taste_dim ** -0.25 if regime.taste_dim else 0.0
-    item_taste = side.normal(0.0, scale, size=(n_items, regime.taste_dim)) if regime.taste_dim else None
-    user_taste = side.normal(0.0, scale, size=(n_users, regime.taste_dim)) if regime.taste_dim else None
+    popularity = np.exp(regime.popularity_sigma * side.normal(size=len(items.titles)))
     cat = items.catalogue
-    catalogue = Catalogue.build(cat.latents, cat.quality, cat.created_us, popularity=popularity, taste=item_taste)
-    return replace(items, catalogue=catalogue), replace(users, taste=user_taste)
+    return replace(items, catalogue=Catalogue.build(cat.latents, cat.quality, cat.created_us, popularity=popularity))
 
 
 def _summary(items: _Items, events: Events, queries: Queries, n_users: int, cut: pd.Timestamp,
@@ -232,7 +223,7 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
         progress: show progress bars.
         click_model: the click-probability coefficients (default :class:`ClickModel`); only the
             ``clicked`` labels depend on it. Recorded in ``_truth/click_model.json``. Its
-            ``taste_weight`` is the regime's when the model is not given.
+            content and quality weights are the regime's when the model is not given.
         regime: the world's regime (:data:`mmads.datagen.regimes.REGIMES`): ``default`` or
             ``production``. Recorded in ``_truth/regime.json``.
 
@@ -247,7 +238,7 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
     if regime not in REGIMES:
         raise DatasetError(f"unknown regime '{regime}'; choose from {sorted(REGIMES)}")
     world_regime = REGIMES[regime]
-    click_model = click_model or ClickModel(taste_weight=world_regime.taste_weight)
+    click_model = click_model or world_regime.click_model()
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +253,7 @@ def generate_dataset(out: Path, *, seed: int = 0, scale: float = 1.0, image_size
     cut = time_cut(pd.DataFrame({"ts": _ts(sessions.impression_ts())}), 0.8)
     items = _make_items(rng, world, n_items, start_us, cut.value // 1000, end_us)
     users = make_users(rng, world, n_users, DAYS)
-    items, users = _id_level_effects(seed, world_regime, items, users)
+    items = _long_tail(seed, world_regime, items)
     events = simulate_events(rng, items.catalogue, sessions, users, start_us, model=click_model,
                              progress=progress)
     purchases = events.behaviors[events.behaviors[:, 2] == ACTIONS.index("purchase")][:, [1, 3]]

@@ -6,14 +6,11 @@ order: browse items near a (slowly drifting) interest, then see ads drawn from n
 and random items. An ad is clicked with probability
 
     sigmoid(b0 + alpha * attn_cos(ad, recent behaviors) + beta * quality + gamma * activity
-            - delta * position + kappa * <user_taste, item_taste> + noise)
+            - delta * position + noise)
 
 where ``attn_cos`` is a softmax-attention average of the cosine between the ad's latent and the
-latents of the user's last behaviors *before* the impression, and the taste term (weight
-``ClickModel.taste_weight``, 0 in the default regime) is a hidden low-rank user-item affinity that
-no title or image shows: only ID embeddings can learn it (see :mod:`mmads.datagen.regimes`). Ad
-clicks are not written back as behaviors, so no behavior shares an impression's timestamp and no
-label leaks into the history.
+latents of the user's last behaviors *before* the impression. Ad clicks are not written back as
+behaviors, so no behavior shares an impression's timestamp and no label leaks into the history.
 
 That cosine is taken on *click latents*: the latent with the functional dimensions (material,
 style, use) scaled by ``ClickModel.functional_weight``, so what the ad's picture shows (colour,
@@ -57,7 +54,6 @@ class ClickModel:
     attention_sharpness: float = 4.0
     history_len: int = 30
     functional_weight: float = 0.2
-    taste_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.functional_weight >= 0:
@@ -122,13 +118,11 @@ class Users:
         interests: per user, interest points per day, shape (K_u, days, D).
         weights: per user, how often each interest leads a session, shape (K_u,).
         categories: per user, the category each interest started from, shape (K_u,).
-        taste: hidden user-item taste factors of the users, shape (U, r), or None (no taste term).
     """
 
     interests: list[np.ndarray]
     weights: list[np.ndarray]
     categories: list[np.ndarray]
-    taste: np.ndarray | None = None
 
 
 def make_users(rng: np.random.Generator, world: World, n_users: int, days: int,
@@ -158,7 +152,6 @@ class Catalogue:
         quality: ID-level click effect, shape (N,).
         pop_cum: cumulative popularity weights exp(0.8 * quality) * popularity, shape (N,).
         created_us: creation time, ascending, shape (N,).
-        taste: hidden user-item taste factors of the items, shape (N, r), or None (no taste term).
     """
 
     latents: np.ndarray
@@ -166,19 +159,17 @@ class Catalogue:
     quality: np.ndarray
     pop_cum: np.ndarray
     created_us: np.ndarray
-    taste: np.ndarray | None = None
 
     @classmethod
     def build(cls, latents: np.ndarray, quality: np.ndarray, created_us: np.ndarray,
-              popularity: np.ndarray | None = None, taste: np.ndarray | None = None) -> Catalogue:
+              popularity: np.ndarray | None = None) -> Catalogue:
         """A catalogue from latents (N, D), quality (N,) and ascending creation times (N,).
 
-        ``popularity`` (N,) multiplies the quality-driven ad popularity; ``taste`` (N, r) are the
-        items' hidden taste factors.
+        ``popularity`` (N,) multiplies the quality-driven ad popularity.
         """
         weights = np.exp(0.8 * quality) * (1.0 if popularity is None else popularity)
         return cls(latents=latents, unit=unit(latents), quality=quality,
-                   pop_cum=np.cumsum(weights), created_us=created_us, taste=taste)
+                   pop_cum=np.cumsum(weights), created_us=created_us)
 
     def available(self, ts: int) -> int:
         """How many items exist at ``ts`` (they are the prefix ``[0, k)``)."""
@@ -305,8 +296,6 @@ def _user_events(rng: np.random.Generator, cat: Catalogue, sessions: Sessions, u
         sim = _similarity(click_unit, ads, ad_ts, hist[order, 0], hist[order, 2], model)
         logit = (model.bias + model.alpha * sim + model.beta * cat.quality[ads] + model.gamma * act_z
                  - model.position * np.arange(len(ads)) + model.noise * rng.normal(size=len(ads)))
-        if model.taste_weight and cat.taste is not None and users.taste is not None:
-            logit = logit + model.taste_weight * (cat.taste[ads] @ users.taste[u])
         clicked = (rng.random(len(ads)) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
         impressions.append(np.stack([ads, clicked, ad_ts], axis=1))
     return behaviors, impressions
