@@ -190,7 +190,7 @@ class SideFeature(_Section):
 
 
 class DataConfig(_Section):
-    """Dataset handling: the time cut between train and test, and the side features.
+    """Dataset handling: the time cut between train and test, the side features, the optional plausibility window.
 
     ``side_features``: None = every extra column of ``items.parquet`` and ``users.parquet`` (kinds
     inferred, see :mod:`infra.side_features`); a list = exactly those; ``[]`` = none.
@@ -199,6 +199,7 @@ class DataConfig(_Section):
     cut_quantile: float = Field(default=0.8, gt=0, lt=1)
     cut_time: datetime | None = None
     side_features: tuple[SideFeature, ...] | None = None
+    plausible_time_window: tuple[datetime, datetime] | None = None
 
     @field_validator("side_features")
     @classmethod
@@ -216,6 +217,13 @@ class DataConfig(_Section):
             raise ValueError("cut_time must carry a timezone (UTC)")
         return v
 
+    @field_validator("plausible_time_window")
+    @classmethod
+    def _window(cls, v: tuple[datetime, datetime] | None) -> tuple[datetime, datetime] | None:
+        from infra.contract import parse_window
+
+        return parse_window(v)
+
 
 class StreamingConfig(_Section):
     """Consumer loops: micro-batching, retries and the behavior job's retry buffer."""
@@ -231,6 +239,20 @@ class StreamingConfig(_Section):
     stats_interval_s: float = Field(default=5.0, gt=0)
     processes: int = Field(default=1, ge=1)
     encoder_threads: int = Field(default=1, ge=1)
+
+
+class ChecksConfig(_Section):
+    """The main job's fail-fast checks.
+
+    Attributes:
+        parity_tolerance: the largest absolute difference allowed between offline and online
+            features, serving and offline scores, and the on-demand view and the offline features.
+        max_dead_letter_share: the share of published events the jobs may dead-letter before
+            ``catch_up`` fails.
+    """
+
+    parity_tolerance: float = Field(default=1e-6, ge=0)
+    max_dead_letter_share: float = Field(default=0.01, ge=0, le=1)
 
 
 class ServingConfig(_Section):
@@ -258,6 +280,7 @@ class MmadsConfig(_Section):
     data: DataConfig = DataConfig()
     streaming: StreamingConfig = StreamingConfig()
     serving: ServingConfig = ServingConfig()
+    checks: ChecksConfig = ChecksConfig()
 
     def with_overrides(self, **changes: Any) -> MmadsConfig:
         """Return a validated copy with nested overrides, e.g. ``{"kafka": {"port": 1}}``."""

@@ -1,4 +1,4 @@
-"""The dataset directory (import format, docs/data.md): schema, loading and validation.
+"""The dataset directory (docs/data.md): loading and validation against :mod:`infra.contract`.
 
 Every command that reads a dataset calls :func:`load_dataset`, which validates first and raises
 :class:`~infra.errors.DatasetError` listing every problem ("file: row N: what is wrong").
@@ -7,15 +7,26 @@ Every command that reads a dataset calls :func:`load_dataset`, which validates f
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from infra import dataset_checks as chk
+from infra.contract import (
+    ACTIONS,
+    OPTIONAL_COLUMNS,
+    OPTIONAL_FILES,
+    REQUIRED_FILES,
+    SCHEMA,
+    SIDE_FEATURE_FILES,
+    TimeWindow,
+)
 from infra.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -23,38 +34,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = ("click", "cart", "purchase")
-MAX_PROBLEMS_PER_CHECK = 20
+__all__ = ["ACTIONS", "OPTIONAL_COLUMNS", "REQUIRED_FILES", "SCHEMA", "Dataset", "DatasetCheck", "check_dataset",
+           "dataset_cut", "load_dataset", "time_cut", "validate_dataset"]
 
-# file -> {column: kind}; kinds: int, str, str?, ts, int8, list_int? ("?" = nullable / optional)
-SCHEMA: dict[str, dict[str, str]] = {
-    "items.parquet": {
-        "item_id": "int", "title": "str", "category": "str", "image_path": "str?", "created_at": "ts",
-    },
-    "behaviors.parquet": {"user_id": "int", "item_id": "int", "action": "str", "ts": "ts"},
-    "impressions.parquet": {"user_id": "int", "item_id": "int", "clicked": "int", "ts": "ts"},
-    "queries.parquet": {
-        "query_text": "str", "query_image_path": "str?", "item_id": "int", "ts": "ts",
-    },
-}
-OPTIONAL_COLUMNS = {"queries.parquet": {"clicked_item_ids"}}
-REQUIRED_FILES = ("items.parquet", "behaviors.parquet", "impressions.parquet")
-# files whose columns beyond SCHEMA are side features (see infra.side_features), not errors
-SIDE_FEATURE_FILES = ("items.parquet", "users.parquet")
-USERS_FILE = "users.parquet"
+ITEM_ID_COLUMNS = (("items.parquet", "item_id"), ("behaviors.parquet", "item_id"),
+                   ("impressions.parquet", "item_id"), ("queries.parquet", "item_id"))
+USER_ID_COLUMNS = (("users.parquet", "user_id"), ("behaviors.parquet", "user_id"),
+                   ("impressions.parquet", "user_id"))
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A loaded, validated dataset.
+    """A loaded, validated dataset; every id column is int64 (:func:`infra.ids.id_to_int64`).
 
     Attributes:
         root: the dataset directory (image paths are relative to it).
-        items, behaviors, impressions: the frames of the import format.
+        items: the catalogue; ``image_path`` is present (all null for a text-only dataset) and any
+            side-feature columns follow the contract columns.
+        behaviors, impressions: the event frames (timestamps in nanoseconds, UTC).
         queries: the SCL query pairs, or an empty frame when the dataset has none.
-        users: the optional ``users.parquet`` (``user_id`` + side-feature columns), or None.
-
-    ``items`` keeps any columns beyond the import format: they are item side features.
+        users: ``users.parquet`` (``user_id`` + side-feature columns), or None when absent.
+        item_keys: the spelling of every item id the dataset wrote as a string (int64 -> string).
+        user_keys: the same for user ids.
+        notes: what validation noticed without refusing (optional parts absent, ignored columns).
     """
 
     root: Path
@@ -63,118 +65,54 @@ class Dataset:
     impressions: pd.DataFrame
     queries: pd.DataFrame
     users: pd.DataFrame | None = None
+    item_keys: Mapping[int, str] = field(default_factory=dict)
+    user_keys: Mapping[int, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def has_images(self) -> bool:
         """True when at least one item has an image."""
         return bool(self.items["image_path"].notna().any())
 
+    @property
+    def has_queries(self) -> bool:
+        """True when the dataset has SCL query pairs."""
+        return len(self.queries) > 0
+
+    @property
+    def item_side_columns(self) -> list[str]:
+        """The side-feature columns of ``items`` (everything beyond the contract columns)."""
+        contract = set(SCHEMA["items.parquet"]) | set(OPTIONAL_COLUMNS["items.parquet"])
+        return [c for c in self.items.columns if c not in contract]
+
+    def item_key(self, item_id: int) -> int | str:
+        """The item id as the dataset wrote it (its string, or the integer)."""
+        return self.item_keys.get(int(item_id), int(item_id))
+
+    def user_key(self, user_id: int) -> int | str:
+        """The user id as the dataset wrote it (its string, or the integer)."""
+        return self.user_keys.get(int(user_id), int(user_id))
+
     def image_file(self, rel: str | None) -> Path | None:
         """Absolute path of an image given relative to the dataset directory."""
         return None if rel is None or (isinstance(rel, float) and np.isnan(rel)) else self.root / rel
 
 
-def _rows(mask: np.ndarray | pd.Series) -> list[int]:
-    return [int(i) for i in np.flatnonzero(np.asarray(mask))[:MAX_PROBLEMS_PER_CHECK]]
+@dataclass(frozen=True)
+class DatasetCheck:
+    """What :func:`check_dataset` found.
 
+    Attributes:
+        problems: every reason the dataset is refused (empty when valid).
+        notes: facts worth telling the user that do not refuse it.
+        dataset: the loaded dataset when valid, else None.
+        side_features: ``file -> {column: "numeric" | "string"}`` of the accepted side features.
+    """
 
-def _fmt_rows(rows: list[int], total: int) -> str:
-    shown = ", ".join(str(r) for r in rows)
-    return f"rows {shown}" + (f" (and {total - len(rows)} more)" if total > len(rows) else "")
-
-
-def _check_column(file: str, df: pd.DataFrame, col: str, kind: str, problems: list[str]) -> None:
-    s = df[col]
-    nullable = kind.endswith("?")
-    base = kind.rstrip("?")
-    if not nullable and s.isna().any():
-        bad = s.isna()
-        problems.append(f"{file}: column '{col}' has nulls at {_fmt_rows(_rows(bad), int(bad.sum()))}")
-    if base == "int" and not pd.api.types.is_integer_dtype(s.dtype):
-        problems.append(f"{file}: column '{col}' must be an integer column, found {s.dtype}")
-    elif base == "str" and not (pd.api.types.is_object_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)):
-        problems.append(f"{file}: column '{col}' must be a string column, found {s.dtype}")
-    elif base == "str":
-        nonnull = s.dropna()
-        bad = ~nonnull.map(lambda v: isinstance(v, str))
-        if bad.any():
-            positions = np.flatnonzero(s.notna().to_numpy())[bad.to_numpy()]
-            idx = [int(i) for i in positions[:MAX_PROBLEMS_PER_CHECK]]
-            problems.append(f"{file}: column '{col}' holds non-strings at {_fmt_rows(idx, int(bad.sum()))}")
-    elif base == "ts":
-        if not isinstance(s.dtype, pd.DatetimeTZDtype):
-            problems.append(f"{file}: column '{col}' must be a UTC timestamp, found {s.dtype}")
-        elif str(s.dtype.tz) != "UTC":
-            problems.append(f"{file}: column '{col}' must be in UTC, found timezone {s.dtype.tz}")
-
-
-def _check_ids(file: str, df: pd.DataFrame, col: str, known: set[int] | np.ndarray, problems: list[str]) -> None:
-    if not pd.api.types.is_integer_dtype(df[col].dtype):
-        return
-    bad = ~df[col].isin(known)
-    if bad.any():
-        ids = sorted({int(v) for v in df.loc[bad, col].head(MAX_PROBLEMS_PER_CHECK)})
-        problems.append(
-            f"{file}: {col} refers to unknown items at {_fmt_rows(_rows(bad), int(bad.sum()))} (ids {ids})"
-        )
-    neg = df[col] < 0
-    if neg.any():
-        problems.append(f"{file}: {col} is negative at {_fmt_rows(_rows(neg), int(neg.sum()))}")
-
-
-def _check_clicked_lists(col: pd.Series, known: set[int], problems: list[str]) -> None:
-    """``clicked_item_ids``: each value null or a list of existing item ids."""
-    bad_type: list[int] = []
-    flat: list[int] = []
-    for row, lst in enumerate(col.tolist()):
-        if lst is None:
-            continue
-        values = list(lst) if isinstance(lst, list | tuple | np.ndarray) else None
-        if values is None or not all(isinstance(v, int | np.integer) for v in values):
-            bad_type.append(row)
-            continue
-        flat.extend(int(v) for v in values)
-    if bad_type:
-        problems.append(
-            "queries.parquet: clicked_item_ids must be lists of integer item ids at "
-            + _fmt_rows(bad_type[:MAX_PROBLEMS_PER_CHECK], len(bad_type))
-        )
-    unknown = sorted(set(flat) - known)
-    if unknown:
-        problems.append(f"queries.parquet: clicked_item_ids refer to unknown items {unknown[:20]}")
-
-
-def _check_images(root: Path, file: str, df: pd.DataFrame, col: str, problems: list[str], decode: bool) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    bad_rows: list[tuple[int, str]] = []
-    for i, rel in enumerate(df[col].tolist()):
-        if rel is None or (isinstance(rel, float) and np.isnan(rel)):
-            continue
-        path = root / str(rel)
-        if not path.is_file():
-            bad_rows.append((i, f"image {rel} does not exist"))
-        elif decode:
-            try:
-                with Image.open(path) as im:
-                    im.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                bad_rows.append((i, f"image {rel} does not decode ({exc.__class__.__name__})"))
-    for i, why in bad_rows[:MAX_PROBLEMS_PER_CHECK]:
-        problems.append(f"{file}: row {i}: {why}")
-    if len(bad_rows) > MAX_PROBLEMS_PER_CHECK:
-        problems.append(f"{file}: ... and {len(bad_rows) - MAX_PROBLEMS_PER_CHECK} more image problems")
-
-
-def _check_users(users: pd.DataFrame, problems: list[str]) -> None:
-    """``users.parquet``: an integer, unique ``user_id``; every other column is a side feature."""
-    if "user_id" not in users.columns:
-        problems.append(f"{USERS_FILE}: missing columns ['user_id']")
-        return
-    _check_column(USERS_FILE, users, "user_id", "int", problems)
-    dup = users["user_id"].duplicated()
-    if dup.any():
-        problems.append(f"{USERS_FILE}: duplicate user_id at {_fmt_rows(_rows(dup), int(dup.sum()))}")
+    problems: list[str]
+    notes: list[str]
+    dataset: Dataset | None
+    side_features: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _read(root: Path, file: str, problems: list[str]) -> pd.DataFrame | None:
@@ -190,87 +128,238 @@ def _read(root: Path, file: str, problems: list[str]) -> pd.DataFrame | None:
         return None
 
 
-def validate_dataset(root: str | Path, *, decode_images: bool = True) -> tuple[list[str], Dataset | None]:
+@dataclass
+class _State:
+    """Working state of one check: frames as read, converted columns, id mappings."""
+
+    root: Path
+    window: TimeWindow | None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    raw: dict[str, pd.DataFrame] = field(default_factory=dict)
+    out: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> column -> converted values
+    maps: dict[tuple[str, str], dict[Any, int]] = field(default_factory=dict)
+    side: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def converted(self, file: str, col: str) -> Any:
+        return self.out.get(file, {}).get(col)
+
+
+def _check_column(st: _State, file: str, df: pd.DataFrame, col: str, kind: str) -> None:
+    s, p = df[col], st.problems
+    conv: Any = None
+    if kind == "id":
+        conv, mapping = chk.map_ids(file, s, col, p)
+        st.maps[(file, col)] = mapping
+    elif kind == "ts":
+        conv = chk.check_times(file, s, col, st.window, p)
+    elif kind in ("str", "str?"):
+        if kind == "str":
+            chk.check_nulls(file, s, col, p)
+        chk.check_strings(file, s, col, p)
+    elif kind == "action":
+        chk.check_nulls(file, s, col, p)
+        chk.check_actions(s, p)
+    elif kind == "clicked":
+        chk.check_clicked(s, p)
+    if conv is not None:
+        st.out.setdefault(file, {})[col] = conv
+
+
+def _check_file(st: _State, file: str, df: pd.DataFrame) -> None:
+    columns = SCHEMA[file]
+    optional = OPTIONAL_COLUMNS.get(file, {})
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        st.problems.append(f"{file}: missing columns {missing}")
+    for col, kind in {**columns, **optional}.items():
+        if col in df.columns and kind != "id_list?":
+            _check_column(st, file, df, col, kind)
+    extra = [c for c in df.columns if c not in columns and c not in optional]
+    if file in SIDE_FEATURE_FILES:
+        kinds = {c: chk.check_side_column(file, df[c], c, st.problems) for c in extra}
+        st.side[file] = {c: k for c, k in kinds.items() if k is not None}
+    elif extra:
+        st.notes.append(f"{file}: columns {extra} are not part of the format and are ignored")
+    if len(df) == 0 and file in ("items.parquet", "impressions.parquet"):
+        st.problems.append(f"{file}: has no rows")
+
+
+def _check_ids(st: _State) -> None:
+    for namespace, cols in (("item", ITEM_ID_COLUMNS), ("user", USER_ID_COLUMNS)):
+        maps = [st.maps[c] for c in cols if c in st.maps]
+        st.problems.extend(chk.collisions(namespace, maps))
+        ints = [st.converted(f, c) for f, c in cols if not st.maps.get((f, c)) and st.converted(f, c) is not None]
+        st.problems.extend(chk.int_collisions(namespace, maps, ints))
+    item_ids = st.converted("items.parquet", "item_id")
+    if item_ids is None:
+        return
+    dup = pd.Series(item_ids).duplicated().to_numpy()
+    if dup.any():
+        st.problems.append(f"items.parquet: duplicate item_id at {chk.fmt_rows(chk.rows_of(dup), int(dup.sum()))}")
+    known = np.unique(item_ids)
+    for file in ("behaviors.parquet", "impressions.parquet", "queries.parquet"):
+        ids = st.converted(file, "item_id")
+        if ids is not None:
+            chk.check_unknown(file, "item_id", ids, known, st.raw[file]["item_id"], "items", st.problems)
+    created = st.converted("items.parquet", "created_at")
+    if created is not None and not dup.any():
+        by_item = pd.Series(created.to_numpy(), index=item_ids)
+        for file in ("behaviors.parquet", "impressions.parquet"):
+            ids, ts = st.converted(file, "item_id"), st.converted(file, "ts")
+            if ids is not None and ts is not None and np.isin(ids, known).all():
+                chk.check_before_created(file, ids, ts, by_item, st.problems)
+    q = st.raw.get("queries.parquet")
+    if q is not None and "clicked_item_ids" in q.columns:
+        lists, mapping = _clicked_lists(q["clicked_item_ids"], known, st.problems)
+        st.maps[("queries.parquet", "clicked_item_ids")] = mapping
+        st.out.setdefault("queries.parquet", {})["clicked_item_ids"] = lists
+
+
+def _clicked_lists(col: pd.Series, known: np.ndarray, problems: list[str]) -> tuple[list[Any], dict[Any, int]]:
+    """``clicked_item_ids``: each value null or a list of existing item ids (ints or strings)."""
+    from infra.ids import InvalidIdError, id_to_int64
+
+    bad_type: list[int] = []
+    out: list[Any] = []
+    mapping: dict[Any, int] = {}
+    for row, lst in enumerate(col.tolist()):
+        if lst is None:
+            out.append(None)
+            continue
+        values = list(lst) if isinstance(lst, list | tuple | np.ndarray) else None
+        try:
+            if values is None:
+                raise InvalidIdError(lst, "not a list")
+            ints = [id_to_int64(v.item() if isinstance(v, np.generic) else v) for v in values]
+        except InvalidIdError:
+            bad_type.append(row)
+            out.append(None)
+            continue
+        mapping.update({v: i for v, i in zip(values, ints, strict=True) if isinstance(v, str)})
+        out.append(ints)
+    if bad_type:
+        problems.append("queries.parquet: clicked_item_ids must be lists of item ids (integers or strings) at "
+                        + chk.fmt_rows(bad_type[:chk.MAX_PROBLEMS_PER_CHECK], len(bad_type)))
+    unknown = sorted(set(v for lst in out if lst for v in lst) - set(known.tolist()))
+    if unknown:
+        problems.append(f"queries.parquet: clicked_item_ids refer to unknown items {unknown[:20]}")
+    return out, mapping
+
+
+def _frame(st: _State, file: str) -> pd.DataFrame:
+    df = st.raw[file].copy()
+    for col, values in st.out.get(file, {}).items():
+        df[col] = values
+    return df
+
+
+def _keys(st: _State, cols: tuple[tuple[str, str], ...]) -> dict[int, str]:
+    keys: dict[int, str] = {}
+    for c in cols:
+        keys.update({v: raw for raw, v in st.maps.get(c, {}).items() if isinstance(raw, str)})
+    return keys
+
+
+def _users_notes(st: _State, users: pd.DataFrame) -> None:
+    dup = users["user_id"].duplicated().to_numpy()
+    if dup.any():
+        st.problems.append(f"users.parquet: duplicate user_id at {chk.fmt_rows(chk.rows_of(dup), int(dup.sum()))}")
+    seen = np.unique(np.concatenate([st.out[f]["user_id"] for f in ("behaviors.parquet", "impressions.parquet")]))
+    missing = np.setdiff1d(seen, users["user_id"].to_numpy(np.int64))
+    if len(missing):
+        st.notes.append(f"users.parquet: {len(missing)} users of the events have no row (their side features "
+                        "are null)")
+
+
+def _assemble(st: _State) -> Dataset:
+    items = _frame(st, "items.parquet")
+    if "image_path" not in items.columns:
+        contract = list(SCHEMA["items.parquet"])
+        items.insert(len(contract), "image_path", pd.Series([None] * len(items), dtype=object, index=items.index))
+    if "queries.parquet" in st.raw:
+        queries = _frame(st, "queries.parquet")
+    else:
+        queries = pd.DataFrame({c: pd.Series(dtype="object") for c in SCHEMA["queries.parquet"]})
+        queries["item_id"] = queries["item_id"].astype("int64")
+    users = _frame(st, "users.parquet") if "users.parquet" in st.raw else None
+    return Dataset(
+        root=st.root, items=items, behaviors=_frame(st, "behaviors.parquet"),
+        impressions=_frame(st, "impressions.parquet"), queries=queries, users=users,
+        item_keys=_keys(st, (*ITEM_ID_COLUMNS, ("queries.parquet", "clicked_item_ids"))),
+        user_keys=_keys(st, USER_ID_COLUMNS), notes=tuple(st.notes))
+
+
+def _optional_notes(st: _State) -> None:
+    q = st.raw.get("queries.parquet")
+    if q is None or len(q) == 0:
+        st.notes.append("no query pairs (queries.parquet): SCL trains nothing and the item indexer uses the "
+                        "frozen backbones")
+    items = st.raw.get("items.parquet")
+    if items is not None and ("image_path" not in items.columns or not items["image_path"].notna().any()):
+        st.notes.append("no images: text-only items, the image tower is skipped")
+    if st.maps and any(st.maps.values()):
+        st.notes.append("string ids are mapped to int64 by infra.ids.id_to_int64 (docs/data.md, Ids)")
+
+
+def check_dataset(root: str | Path, *, decode_images: bool = True, window: TimeWindow | None = None) -> DatasetCheck:
+    """Check a dataset directory against the data contract (:mod:`infra.contract`).
+
+    Args:
+        root: the dataset directory.
+        decode_images: also open every image file (slower; existence is always checked).
+        window: the optional plausibility window (``cfg.data.plausible_time_window``).
+
+    Returns:
+        A :class:`DatasetCheck`: every problem, the notes, the side features and the dataset
+        (None unless valid).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return DatasetCheck([f"{root}: not a directory"], [], None)
+    st = _State(root=root, window=window)
+    for file in (*REQUIRED_FILES, *OPTIONAL_FILES):
+        df = _read(root, file, st.problems)
+        if df is not None:
+            st.raw[file] = df
+            _check_file(st, file, df)
+    _check_ids(st)
+    items = st.raw.get("items.parquet")
+    if items is not None and "image_path" in items.columns:
+        chk.check_images(root, "items.parquet", items, "image_path", st.problems, decode_images)
+    queries = st.raw.get("queries.parquet")
+    if queries is not None and "query_image_path" in queries.columns:
+        chk.check_images(root, "queries.parquet", queries, "query_image_path", st.problems, decode_images)
+    if st.problems:
+        return DatasetCheck(st.problems, st.notes, None, st.side)
+    if "users.parquet" in st.raw:
+        _users_notes(st, _frame(st, "users.parquet"))
+        if st.problems:
+            return DatasetCheck(st.problems, st.notes, None, st.side)
+    _optional_notes(st)
+    return DatasetCheck([], st.notes, _assemble(st), st.side)
+
+
+def validate_dataset(root: str | Path, *, decode_images: bool = True,
+                     window: TimeWindow | None = None) -> tuple[list[str], Dataset | None]:
     """Check a dataset directory against the import format.
 
     Args:
         root: the dataset directory.
         decode_images: also open every image file (slower; existence is always checked).
+        window: the optional plausibility window (``cfg.data.plausible_time_window``).
 
     Returns:
         ``(problems, dataset)``: every problem found (empty when valid) and the loaded dataset
         when it is valid (None otherwise).
     """
-    root = Path(root)
-    if not root.is_dir():
-        return [f"{root}: not a directory"], None
-    problems: list[str] = []
-    frames: dict[str, pd.DataFrame] = {}
-    for file, columns in SCHEMA.items():
-        df = _read(root, file, problems)
-        if df is None:
-            continue
-        frames[file] = df
-        missing = [c for c in columns if c not in df.columns]
-        if missing:
-            problems.append(f"{file}: missing columns {missing}")
-        extra = set(df.columns) - set(columns) - OPTIONAL_COLUMNS.get(file, set())
-        if extra and file not in SIDE_FEATURE_FILES:
-            problems.append(f"{file}: unexpected columns {sorted(extra)}")
-        for col, kind in columns.items():
-            if col in df.columns:
-                _check_column(file, df, col, kind, problems)
-    items = frames.get("items.parquet")
-    if items is not None and "item_id" in items.columns:
-        dup = items["item_id"].duplicated()
-        if dup.any():
-            problems.append(f"items.parquet: duplicate item_id at {_fmt_rows(_rows(dup), int(dup.sum()))}")
-        known = set(items["item_id"].dropna().astype("int64").tolist())
-        for file in ("behaviors.parquet", "impressions.parquet", "queries.parquet"):
-            if file in frames and "item_id" in frames[file].columns:
-                _check_ids(file, frames[file], "item_id", known, problems)
-        q = frames.get("queries.parquet")
-        if q is not None and "clicked_item_ids" in q.columns:
-            _check_clicked_lists(q["clicked_item_ids"], known, problems)
-        if "image_path" in items.columns:
-            _check_images(root, "items.parquet", items, "image_path", problems, decode_images)
-    queries = frames.get("queries.parquet")
-    if queries is not None and "query_image_path" in queries.columns:
-        _check_images(root, "queries.parquet", queries, "query_image_path", problems, decode_images)
-    beh = frames.get("behaviors.parquet")
-    if beh is not None and "action" in beh.columns:
-        bad = ~beh["action"].isin(ACTIONS)
-        if bad.any():
-            problems.append(
-                f"behaviors.parquet: action not one of {list(ACTIONS)} at {_fmt_rows(_rows(bad), int(bad.sum()))}"
-            )
-    imp = frames.get("impressions.parquet")
-    if imp is not None and "clicked" in imp.columns and pd.api.types.is_integer_dtype(imp["clicked"].dtype):
-        bad = ~imp["clicked"].isin([0, 1])
-        if bad.any():
-            problems.append(f"impressions.parquet: clicked not 0/1 at {_fmt_rows(_rows(bad), int(bad.sum()))}")
-    users = _read(root, USERS_FILE, problems)
-    if users is not None:
-        _check_users(users, problems)
-    if problems:
-        return problems, None
-    queries = frames.get("queries.parquet")
-    if queries is None:
-        queries = pd.DataFrame({c: pd.Series(dtype="object") for c in SCHEMA["queries.parquet"]})
-    ds = Dataset(
-        root=root,
-        items=frames["items.parquet"],
-        behaviors=frames["behaviors.parquet"],
-        impressions=frames["impressions.parquet"],
-        queries=queries,
-        users=users,
-    )
-    return [], ds
+    res = check_dataset(root, decode_images=decode_images, window=window)
+    return res.problems, res.dataset
 
 
-def load_dataset(root: str | Path, *, decode_images: bool = False) -> Dataset:
+def load_dataset(root: str | Path, *, decode_images: bool = False, window: TimeWindow | None = None) -> Dataset:
     """Validate and load a dataset; raise :class:`DatasetError` listing every problem."""
-    problems, ds = validate_dataset(root, decode_images=decode_images)
+    problems, ds = validate_dataset(root, decode_images=decode_images, window=window)
     if ds is None:
         raise DatasetError(f"dataset {root} is invalid ({len(problems)} problems)", problems)
     logger.info(

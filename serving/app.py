@@ -32,12 +32,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infra.config import MmadsConfig
 from infra.errors import MmadsError
+from infra.ids import InvalidIdError, id_to_int64
 from serving.auth import AuthPolicy
 from serving.errors import http_status
 from serving.metrics import MetricsMiddleware, ServiceMetrics, endpoint_label
 from serving.ranker_service import RankingService
 from serving.schemas import (
-    INT64_MAX,
     ErrorResponse,
     Limits,
     RankRequest,
@@ -112,9 +112,11 @@ def _add_routes(app: FastAPI, service: RankingService, limits: Limits) -> None:
         return JSONResponse(await run_in_threadpool(service.recommend, req))
 
     @app.get("/similar/{item_id}", response_model=SimilarResponse, responses=ERRORS)
-    async def similar(item_id: int, k: int = Query(10, ge=1, le=limits.max_k)) -> JSONResponse:
-        if not 0 <= item_id <= INT64_MAX:
-            return JSONResponse({"detail": f"item_id must be in 0..{INT64_MAX}, got {item_id}"}, status_code=422)
+    async def similar(item_id: str, k: int = Query(10, ge=1, le=limits.max_k)) -> JSONResponse:
+        try:  # a canonical decimal is the integer id; any other text is a string id
+            id_to_int64(item_id)
+        except InvalidIdError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
         return JSONResponse(await run_in_threadpool(service.similar, item_id, k))
 
     @app.get("/healthz", responses=ERRORS)

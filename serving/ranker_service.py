@@ -26,6 +26,7 @@ from feature_repo.online import OnlineFeatures, UserRow
 from feature_repo.simtier import SIMTIER_COLUMNS
 from infra.config import MmadsConfig
 from infra.errors import MmadsError, ModelArtifactError
+from infra.ids import STRING_ID_BASE, id_to_int64
 from serving.features import FeatureFetcher, UserHistory, model_inputs
 from serving.metrics import ServiceMetrics
 from serving.model_loader import ServedModel, load_model
@@ -108,17 +109,29 @@ class RankingService:
         }
         return body, {"features": _ms(t1 - t0), "model": _ms(time.perf_counter() - t1)}
 
+    def _spell(self, body: dict[str, Any], known: dict[int, int | str] | None = None) -> dict[str, Any]:
+        """The response's item ids as the dataset wrote them (a request's spelling, else Milvus's)."""
+        known = dict(known or {})
+        ids = [it["item_id"] for it in body["items"]] + list(body["missing_embeddings"])
+        hashed = [i for i in ids if i >= STRING_ID_BASE and i not in known]
+        if hashed:
+            known.update(self.retriever.keys(hashed))
+        return {**body, "items": [{**it, "item_id": known.get(it["item_id"], it["item_id"])} for it in body["items"]],
+                "missing_embeddings": [known.get(i, i) for i in body["missing_embeddings"]]}
+
     def rank(self, req: RankRequest) -> dict[str, Any]:
         """Answer ``POST /rank``: the candidates sorted by click probability, best first.
 
         An unknown user is ranked with an empty history; a candidate without a vector is scored
-        without multimodal features and listed in ``missing_embeddings``.
+        without multimodal features and listed in ``missing_embeddings``. Ids are answered as the
+        request spelled them.
         """
         start = time.perf_counter()
         served = self.served  # one read: a concurrent reload cannot change the model mid-request
-        body, timing = self._rank_ids(served, req.user_id, req.candidate_item_ids, req.top_k)
+        spelled = {id_to_int64(i): i for i in req.candidate_item_ids}
+        body, timing = self._rank_ids(served, id_to_int64(req.user_id), list(spelled), req.top_k)
         timing["total"] = _ms(time.perf_counter() - start)
-        return {**body, "timing_ms": timing, "source": "request"}
+        return {**self._spell(body, spelled), "timing_ms": timing, "source": "request"}
 
     # ---- retrieval -----------------------------------------------------------------------------
 
@@ -166,8 +179,9 @@ class RankingService:
         start = time.perf_counter()
         served = self.served
         t0 = time.perf_counter()
-        row = self.fetcher.user_row(req.user_id)
-        history = self.fetcher.user_history(req.user_id, row)
+        user_id = id_to_int64(req.user_id)
+        row = self.fetcher.user_row(user_id)
+        history = self.fetcher.user_history(user_id, row)
         user_s = time.perf_counter() - t0
         k = req.k if req.k is not None else min(DEFAULT_K, self.cfg.serving.max_k)
         pool = min(self.cfg.serving.max_candidates, max(k + k // 2, MIN_POOL))
@@ -176,21 +190,28 @@ class RankingService:
             body: dict[str, Any] = {"items": [], "model_version": served.model_version, "missing_embeddings": []}
             timing = {"features": _ms(user_s), "model": 0.0}
         else:
-            body, timing = self._rank_ids(served, req.user_id, candidates, k, row=row)
+            body, timing = self._rank_ids(served, user_id, candidates, k, row=row)
+            body = self._spell(body)
             timing["features"] = round(timing["features"] + _ms(user_s), 3)
         timing["ann"] = _ms(ann_s)
         timing["total"] = _ms(time.perf_counter() - start)
         return {**body, "timing_ms": timing, "source": source}
 
-    def similar(self, item_id: int, k: int) -> dict[str, Any]:
-        """Answer ``GET /similar/{item_id}``: the nearest items by multimodal vector."""
+    def similar(self, item_id: int | str, k: int) -> dict[str, Any]:
+        """Answer ``GET /similar/{item_id}``: the nearest items by multimodal vector.
+
+        ``item_id`` is the path segment (a canonical decimal is the integer id); neighbours are
+        answered with their ids as the dataset wrote them.
+        """
         start = time.perf_counter()
-        neighbours = self.retriever.similar(item_id, k)
+        neighbours = self.retriever.similar(id_to_int64(item_id), k, label=item_id)
         elapsed = time.perf_counter() - start
         self.metrics.ann.observe(elapsed)
-        items = [{"item_id": n.item_id, "similarity": n.similarity, "category": n.category,
+        items = [{"item_id": n.key if n.key else n.item_id, "similarity": n.similarity, "category": n.category,
                   "created_at_ms": n.created_at_ms} for n in neighbours]
-        return {"item_id": item_id, "items": items, "timing_ms": {"ann": _ms(elapsed), "total": _ms(elapsed)}}
+        spelled = id_to_int64(item_id) if isinstance(item_id, str) and id_to_int64(item_id) < STRING_ID_BASE \
+            else item_id
+        return {"item_id": spelled, "items": items, "timing_ms": {"ann": _ms(elapsed), "total": _ms(elapsed)}}
 
     # ---- operations ----------------------------------------------------------------------------
 

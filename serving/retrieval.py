@@ -2,8 +2,8 @@
 
 The collection (``cfg.milvus.collection``) is owned by the streaming item indexer: primary key
 ``item_id`` INT64, vector field :data:`VECTOR_FIELD` (dim d, COSINE), ``category``, ``created_at``
-(epoch ms), ``model_version``. Items are searchable as soon as the indexer upserts them, before any
-ID statistics exist: that is how a brand-new item reaches ``/recommend``.
+(epoch ms), ``model_version``, ``item_key`` (a string id's spelling). Items are searchable as soon
+as the indexer upserts them, before any ID statistics exist: that is how a brand-new item reaches ``/recommend``.
 
 Cold-user fallback (documented contract): a user with no history vectors gets the **freshest
 items** in the collection (newest ``created_at`` first, :meth:`Retriever.fresh_items`, cached for
@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 # Mirrors streaming.milvus_sink.VECTOR_FIELD (serving may not import streaming; a test pins them equal).
 VECTOR_FIELD = "vector"
-META_FIELDS = ["category", "created_at"]
+KEY_FIELD = "item_key"  # the string id as the dataset wrote it ("" for an integer id)
+META_FIELDS = ["category", "created_at", KEY_FIELD]
 CALL_TIMEOUT_S = 5.0
 FRESH_TTL_S = 10.0
 MILVUS_MAX_LIMIT = 16384  # Milvus caps offset + limit of one query/search
@@ -44,12 +45,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Neighbour:
-    """One ANN hit: item id, cosine similarity and the item's metadata."""
+    """One ANN hit: item id, cosine similarity and the item's metadata (``key``: its string id, or None)."""
 
     item_id: int
     similarity: float
     category: str | None
     created_at_ms: int | None
+    key: str | None = None
 
 
 def merge_hits(hits: Sequence[Sequence[tuple[int, float]]], exclude: set[int], limit: int) -> list[int]:
@@ -140,8 +142,17 @@ class Retriever:
             anns_field=VECTOR_FIELD, timeout=CALL_TIMEOUT_S))
         return [[(int(hit["item_id"]), float(hit["distance"])) for hit in per_query] for per_query in res]
 
-    def vector(self, item_id: int) -> np.ndarray:
-        """The stored vector of one item.
+    def keys(self, item_ids: Sequence[int]) -> dict[int, str]:
+        """The string spellings of the given ids (ids written as integers, or unknown, are absent)."""
+        if not item_ids:
+            return {}
+        client = self.client
+        rows = self._call("get keys", lambda: client.get(
+            self.collection, ids=[int(i) for i in item_ids], output_fields=[KEY_FIELD], timeout=CALL_TIMEOUT_S))
+        return {int(r["item_id"]): str(r[KEY_FIELD]) for r in rows if r.get(KEY_FIELD)}
+
+    def vector(self, item_id: int, label: int | str | None = None) -> np.ndarray:
+        """The stored vector of one item (``label``: the id as the request spelled it, for the message).
 
         Raises:
             RequestError: 404 when the item is not in the collection.
@@ -150,16 +161,17 @@ class Retriever:
         rows = self._call("get", lambda: client.get(
             self.collection, ids=[int(item_id)], output_fields=[VECTOR_FIELD], timeout=CALL_TIMEOUT_S))
         if not rows:
-            raise RequestError(404, f"item {item_id} has no multimodal vector in Milvus (unknown or not indexed yet)")
+            raise RequestError(404, f"item {item_id if label is None else label} has no multimodal vector in Milvus "
+                                    "(unknown or not indexed yet)")
         return np.asarray(rows[0][VECTOR_FIELD], dtype=np.float32)
 
-    def similar(self, item_id: int, k: int) -> list[Neighbour]:
+    def similar(self, item_id: int, k: int, label: int | str | None = None) -> list[Neighbour]:
         """The ``k`` nearest items to ``item_id`` by multimodal vector (the item itself excluded).
 
         Raises:
             RequestError: 404 when the item is not in the collection.
         """
-        vec = self.vector(item_id)
+        vec = self.vector(item_id, label)
         client = self.client
         limit = min(k + 1, MILVUS_MAX_LIMIT)
         params = {"ef": max(self.cfg.milvus.search_ef, limit)}
@@ -173,7 +185,7 @@ class Retriever:
                 continue
             created = hit.get("created_at")  # output fields: top level or under "entity"
             out.append(Neighbour(hit_id, float(hit["distance"]), hit.get("category"),
-                                 None if created is None else int(created)))
+                                 None if created is None else int(created), hit.get(KEY_FIELD) or None))
         return out[:k]
 
     def fresh_items(self, n: int) -> np.ndarray:

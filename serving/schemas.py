@@ -4,9 +4,12 @@ Requests are parsed from the raw body by :func:`parse_request` (pydantic in stri
 each bad input becomes a :class:`~serving.errors.RequestError` with one readable message:
 
 * malformed JSON -> 400;
-* a wrong type (``"5"``, ``5.0``, ``true`` for an id), an unknown field, a negative or > int64 id,
-  an empty, oversized (> ``cfg.serving.max_candidates``) or duplicated candidate list, ``k`` or
-  ``top_k`` outside ``1..cfg.serving.max_k`` -> 422.
+* a wrong type (``5.0``, ``true`` for an id), an unknown field, a negative or > int64 id, an empty
+  string id, an empty, oversized (> ``cfg.serving.max_candidates``) or duplicated candidate list,
+  ``k`` or ``top_k`` outside ``1..cfg.serving.max_k`` -> 422.
+
+Ids are JSON integers or strings, as the dataset wrote them (:func:`infra.ids.id_to_int64` maps
+them to the int64 the features are keyed by); responses answer with the same spellings.
 
 Limits come from the configuration through :class:`Limits` (pydantic validation context).
 """
@@ -17,16 +20,39 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 from infra.config import ServingConfig
+from infra.ids import InvalidIdError, id_to_int64
 from serving.errors import RequestError
 
 INT64_MAX = 2**63 - 1
 MAX_SHOWN_ERRORS = 3
 DEFAULT_K = 10  # per response: enough to act on, short enough to read
 
-EntityId = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+
+def _valid_id(v: Any) -> int | str:
+    try:
+        id_to_int64(v)
+    except InvalidIdError as exc:
+        raise ValueError(str(exc)) from None
+    return v  # type: ignore[no-any-return]  # id_to_int64 accepted it: an int or a str
+
+
+# an id as the dataset wrote it: a JSON integer in 0..2**63-1 or a non-empty string
+EntityId = Annotated[int | str, PlainValidator(_valid_id), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0, "maximum": INT64_MAX}, {"type": "string", "minLength": 1}]})]
+ResponseId = int | str
 
 
 @dataclass(frozen=True)
@@ -81,9 +107,10 @@ class RankRequest(_Request):
             raise ValueError("candidate_item_ids is empty: send at least one item id")
         if n > limits.max_candidates:
             raise ValueError(f"candidate_item_ids has {n} ids, more than the limit of {limits.max_candidates}")
-        if len(set(self.candidate_item_ids)) != n:
-            dupes = sorted(i for i, c in Counter(self.candidate_item_ids).items() if c > 1)
-            shown = ", ".join(str(i) for i in dupes[:5]) + (", ..." if len(dupes) > 5 else "")
+        ints = [id_to_int64(i) for i in self.candidate_item_ids]
+        if len(set(ints)) != n:
+            dupes = sorted({str(i) for i, v in zip(self.candidate_item_ids, ints, strict=True) if Counter(ints)[v] > 1})
+            shown = ", ".join(dupes[:5]) + (", ..." if len(dupes) > 5 else "")
             raise ValueError(f"candidate_item_ids holds duplicate ids: {shown}")
         if self.top_k is not None and self.top_k > limits.max_k:
             raise ValueError(f"top_k = {self.top_k} is more than the limit of {limits.max_k}")
@@ -124,7 +151,7 @@ class ReloadRequest(_Request):
 class ScoredItem(BaseModel):
     """One ranked item."""
 
-    item_id: int
+    item_id: ResponseId
     score: float
 
 
@@ -141,7 +168,7 @@ class RankResponse(BaseModel):
 
     items: list[ScoredItem]
     model_version: str
-    missing_embeddings: list[int]
+    missing_embeddings: list[ResponseId]
     timing_ms: dict[str, float]
     source: str = "request"
 
@@ -149,7 +176,7 @@ class RankResponse(BaseModel):
 class SimilarItem(BaseModel):
     """One neighbour of ``/similar``: cosine similarity and the item's metadata."""
 
-    item_id: int
+    item_id: ResponseId
     similarity: float
     category: str | None = None
     created_at_ms: int | None = None
@@ -158,7 +185,7 @@ class SimilarItem(BaseModel):
 class SimilarResponse(BaseModel):
     """The answer of ``/similar/{item_id}``."""
 
-    item_id: int
+    item_id: ResponseId
     items: list[SimilarItem]
     timing_ms: dict[str, float]
 

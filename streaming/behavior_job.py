@@ -171,9 +171,10 @@ class BehaviorJob:
         """Fold one batch into the state and write the changed users online; returns dead letters."""
         letters: list[DeadLetter] = []
         valid: list[tuple[BehaviorEvent, Any]] = []
+        window = self.cfg.data.plausible_time_window
         for r in records:
             try:
-                valid.append((cast(BehaviorEvent, parse_event("behaviors", r.value)), r))
+                valid.append((cast(BehaviorEvent, parse_event("behaviors", r.value, window)), r))
             except InvalidEventError as exc:
                 letters.append(DeadLetter.of(r, exc.reason))
         waiting_ids = {w.event.item_id for q in self.waiting.values() for w in q}

@@ -1,40 +1,59 @@
 """Event schemas of the three input topics (docs/events.md) and their (de)serialisation.
 
-Values are JSON objects; the Kafka key is the entity id as a decimal string (``item_id`` for
-``items``, ``user_id`` for ``behaviors`` and ``impressions``). Parsing is strict: a string where an
-int belongs, a missing field, an unknown action, a naive or absurd timestamp are all
+Values are JSON objects; the Kafka key is the entity id as the dataset writes it (``item_id`` for
+``items``, ``user_id`` for ``behaviors`` and ``impressions``). Ids may be JSON integers or strings
+(:func:`infra.ids.id_to_int64` maps them); times follow :mod:`infra.contract` (any UTC instant that
+nanosecond time holds, plus ``data.plausible_time_window`` when set). Parsing is strict otherwise: a
+float or boolean id, a missing field, an unknown action, a naive timestamp are all
 :class:`~infra.errors.InvalidEventError` with a one-line ``reason`` that the dead-letter record
-carries. Unknown extra fields are ignored (a newer producer may add some).
+carries. Extra fields of item events are side features (kept in ``model_extra``); extra fields of
+behavior and impression events are ignored.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from infra.contract import RESERVED_ITEM_FIELDS, TimeWindow, check_time
 from infra.dataset import Dataset
 from infra.errors import InvalidEventError
+from infra.ids import InvalidIdError, id_to_int64
 
 TopicKind = Literal["items", "behaviors", "impressions"]
 TOPIC_KINDS: tuple[TopicKind, ...] = ("items", "behaviors", "impressions")
 
-# Timestamps outside this window are rejected as absurd (epoch-zero defaults, ms/s mix-ups, year 9999).
-MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
-MAX_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+def _check_time(v: datetime, info: ValidationInfo) -> datetime:
+    window = (info.context or {}).get("window")
+    return check_time(v, window)
 
 
-def _check_time(v: datetime) -> datetime:
-    if not MIN_EVENT_TIME <= v < MAX_EVENT_TIME:
-        raise ValueError(f"absurd timestamp {v.isoformat()} (outside {MIN_EVENT_TIME.year}-{MAX_EVENT_TIME.year})")
-    return v.astimezone(UTC)
+def _id_value(v: Any) -> Any:
+    """A string id as its int64; anything else is left to the strict int check."""
+    if isinstance(v, str):
+        try:
+            return id_to_int64(v)
+        except InvalidIdError as exc:
+            raise ValueError(str(exc)) from None
+    return v
 
 
 class _Event(BaseModel):
@@ -42,15 +61,34 @@ class _Event(BaseModel):
 
 
 class ItemEvent(_Event):
-    """A new (or updated) item on the ``items`` topic."""
+    """A new (or updated) item on the ``items`` topic.
 
-    item_id: int = Field(ge=0)
+    Attributes:
+        item_id: the int64 id (a string id is mapped by :func:`infra.ids.id_to_int64`).
+        item_key: the id as the producer sent it (a string, or the integer).
+        model_extra: the side features (every field beyond the contract's).
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    item_id: int = Field(ge=0, le=2**63 - 1)
+    item_key: Any = Field(default=None, validation_alias="item_id", exclude=True)  # the id as sent
     title: str
     category: str = Field(min_length=1)
-    image_uri: str | None
+    image_uri: str | None = None
     created_at: AwareDatetime
 
+    _ids = field_validator("item_id", mode="before")(_id_value)
     _time = field_validator("created_at")(_check_time)
+
+    @property
+    def side_features(self) -> dict[str, Any]:
+        """The fields beyond the contract's (``{}`` when none)."""
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in RESERVED_ITEM_FIELDS}
+
+    def spelling(self) -> int | str:
+        """The item id as the producer wrote it."""
+        return self.item_key if isinstance(self.item_key, str) else self.item_id
 
     def image_path(self) -> str | None:
         """The local image path of ``image_uri`` (``file://`` URIs decoded), or None."""
@@ -68,11 +106,12 @@ class ItemEvent(_Event):
 class BehaviorEvent(_Event):
     """A user acted on an item (``behaviors`` topic)."""
 
-    user_id: int = Field(ge=0)
-    item_id: int = Field(ge=0)
+    user_id: int = Field(ge=0, le=2**63 - 1)
+    item_id: int = Field(ge=0, le=2**63 - 1)
     action: Literal["click", "cart", "purchase"]
     ts: AwareDatetime
 
+    _ids = field_validator("user_id", "item_id", mode="before")(_id_value)
     _time = field_validator("ts")(_check_time)
 
     def key(self) -> int:
@@ -83,11 +122,12 @@ class BehaviorEvent(_Event):
 class ImpressionEvent(_Event):
     """An ad shown to a user and whether it was clicked (``impressions`` topic)."""
 
-    user_id: int = Field(ge=0)
-    item_id: int = Field(ge=0)
+    user_id: int = Field(ge=0, le=2**63 - 1)
+    item_id: int = Field(ge=0, le=2**63 - 1)
     clicked: Literal[0, 1]
     ts: AwareDatetime
 
+    _ids = field_validator("user_id", "item_id", mode="before")(_id_value)
     _time = field_validator("ts")(_check_time)
 
     def key(self) -> int:
@@ -105,23 +145,27 @@ def _reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
         loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "json_invalid":
             parts.append(f"bad JSON: {err.get('ctx', {}).get('error', err['msg'])}")
         elif err["type"] == "missing":
             parts.append(f"missing field '{loc}'")
         elif err["type"] == "model_type":
             parts.append("value is not a JSON object")
+        elif not loc:
+            parts.append(msg)
         else:
-            parts.append(f"field '{loc}' = {err.get('input')!r}: {err['msg']}")
+            parts.append(f"field '{loc}' = {err.get('input')!r}: {msg}")
     return "; ".join(parts)
 
 
-def parse_event(kind: TopicKind, raw: bytes | None) -> Event:
+def parse_event(kind: TopicKind, raw: bytes | None, window: TimeWindow | None = None) -> Event:
     """Parse and validate one message value.
 
     Args:
         kind: which topic's schema applies.
         raw: the message value.
+        window: the optional plausibility window (``cfg.data.plausible_time_window``).
 
     Returns:
         The validated event.
@@ -132,7 +176,7 @@ def parse_event(kind: TopicKind, raw: bytes | None) -> Event:
     if not raw:
         raise InvalidEventError("empty message value", raw)
     try:
-        return SCHEMAS[kind].model_validate_json(raw)  # type: ignore[return-value]
+        return SCHEMAS[kind].model_validate_json(raw, context={"window": window})  # type: ignore[return-value]
     except ValidationError as exc:
         raise InvalidEventError(_reason(exc), raw) from None
 
@@ -155,24 +199,34 @@ def encode_value(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _value_rows(ds: Dataset, kind: TopicKind) -> tuple[pd.Series, list[int], list[dict[str, Any]]]:
-    """(event times, key ids, value dicts) of one frame, sorted by time (stable)."""
+def _side_value(v: Any) -> Any:
+    """A side-feature value as JSON: numbers and strings as they are, null for missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return None
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _value_rows(ds: Dataset, kind: TopicKind) -> tuple[pd.Series, list[int | str], list[dict[str, Any]]]:
+    """(event times, key ids, value dicts) of one frame, sorted by time (stable); ids as the dataset wrote them."""
     if kind == "items":
         df = ds.items.sort_values("created_at", kind="stable")
         times = df["created_at"]
-        values = [{"item_id": int(i), "title": str(t), "category": str(c), "image_uri": _image_uri(ds, p),
-                   "created_at": iso_utc(ts)}
-                  for i, t, c, p, ts in zip(df["item_id"].tolist(), df["title"].tolist(), df["category"].tolist(),
-                                            df["image_path"].tolist(), times, strict=True)]
-        return times, df["item_id"].astype("int64").tolist(), values
+        keys = [ds.item_key(i) for i in df["item_id"].tolist()]
+        side = ds.item_side_columns
+        side_rows = zip(*(df[c].tolist() for c in side), strict=True) if side else ([] for _ in range(len(df)))
+        values = [{"item_id": k, "title": str(t), "category": str(c), "image_uri": _image_uri(ds, p),
+                   "created_at": iso_utc(ts), **{n: _side_value(v) for n, v in zip(side, extra, strict=True)}}
+                  for k, t, c, p, ts, extra in zip(keys, df["title"].tolist(), df["category"].tolist(),
+                                                   df["image_path"].tolist(), times, side_rows, strict=True)]
+        return times, list(keys), values
     df = (ds.behaviors if kind == "behaviors" else ds.impressions).sort_values("ts", kind="stable")
     times = df["ts"]
     field, col = ("action", "action") if kind == "behaviors" else ("clicked", "clicked")
     cast = str if kind == "behaviors" else int
-    values = [{"user_id": int(u), "item_id": int(i), field: cast(a), "ts": iso_utc(ts)}
-              for u, i, a, ts in zip(df["user_id"].tolist(), df["item_id"].tolist(), df[col].tolist(), times,
-                                     strict=True)]
-    return times, df["user_id"].astype("int64").tolist(), values
+    users = [ds.user_key(u) for u in df["user_id"].tolist()]
+    values = [{"user_id": u, "item_id": ds.item_key(i), field: cast(a), "ts": iso_utc(ts)}
+              for u, i, a, ts in zip(users, df["item_id"].tolist(), df[col].tolist(), times, strict=True)]
+    return times, list(users), values
 
 
 def dataset_events(ds: Dataset, kind: TopicKind) -> Iterator[tuple[pd.Timestamp, bytes, bytes]]:
@@ -183,8 +237,8 @@ def dataset_events(ds: Dataset, kind: TopicKind) -> Iterator[tuple[pd.Timestamp,
         kind: which frame to publish.
 
     Yields:
-        ``(ts, key bytes, JSON value bytes)`` per row; the key is the entity id (item id for
-        items, user id for behaviors and impressions).
+        ``(ts, key bytes, JSON value bytes)`` per row; the key is the entity id as the dataset
+        wrote it (item id for items, user id for behaviors and impressions).
     """
     times, keys, values = _value_rows(ds, kind)
     for ts, key, value in zip(times, keys, values, strict=True):

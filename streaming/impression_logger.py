@@ -76,7 +76,7 @@ class ImpressionLogger(StatelessProcessor):
         letters: list[DeadLetter] = []
         for r in records:
             try:
-                ev = cast(ImpressionEvent, parse_event("impressions", r.value))
+                ev = cast(ImpressionEvent, parse_event("impressions", r.value, self.cfg.data.plausible_time_window))
             except InvalidEventError as exc:
                 letters.append(DeadLetter.of(r, exc.reason))
                 continue

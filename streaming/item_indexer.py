@@ -76,6 +76,7 @@ def items_frame(events: list[ItemEvent]) -> pd.DataFrame:
         "category": [e.category for e in events],
         "image_path": [e.image_path() for e in events],
         "created_at": pd.to_datetime([e.created_at for e in events], utc=True),
+        "item_key": [e.item_key if isinstance(e.item_key, str) else "" for e in events],
     })
 
 
@@ -88,7 +89,8 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
         encoder: the ``ItemEncoder``.
         milvus: the vector sink.
         store: the Feast ``FeatureStore``.
-        items: columns item_id, title, category, image_path, created_at (UTC).
+        items: columns item_id, title, category, image_path, created_at (UTC), optionally item_key
+            (the string id as written, "" for an integer id).
         image_root: directory image paths are relative to (None: absolute paths).
 
     Returns:
@@ -106,8 +108,9 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
     # Feast online first, Milvus second: an item the ANN search can return always has its features
     # (the other order let /recommend briefly return a new item with a missing embedding).
     feast_call("write item_embeddings online", lambda: write_online_items(store, rows))
+    keys = items["item_key"].tolist() if "item_key" in items.columns else None
     milvus.upsert(ids, vectors, items["category"].tolist(), (created.astype("int64") // 1_000_000).to_numpy(),
-                  encoder.version)
+                  encoder.version, keys)
     return rows
 
 
@@ -140,7 +143,7 @@ class ItemIndexer(StatelessProcessor):
         latest: dict[int, tuple[ItemEvent, Any]] = {}
         for r in records:
             try:
-                ev = parse_event("items", r.value)
+                ev = parse_event("items", r.value, self.cfg.data.plausible_time_window)
             except InvalidEventError as exc:
                 letters.append(DeadLetter.of(r, exc.reason))
                 continue

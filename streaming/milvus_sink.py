@@ -1,7 +1,8 @@
 """The Milvus side of the item indexer: collection schema, upserts, periodic flush, reads by id.
 
 Schema: ``item_id`` INT64 primary key, ``vector`` FLOAT_VECTOR(d), ``category`` VARCHAR,
-``created_at`` INT64 (epoch ms), ``model_version`` VARCHAR. The index type comes from
+``created_at`` INT64 (epoch ms), ``model_version`` VARCHAR, ``item_key`` VARCHAR (the id as the
+producer wrote it when that was a string, else empty: the service answers with it). The index type comes from
 ``cfg.milvus.index_type`` (HNSW by default) with the COSINE metric. Upserts are visible to search
 at once; flushing makes them part of the index (unflushed rows are brute-forced on every search),
 so :meth:`MilvusSink.maybe_flush` flushes every ``cfg.milvus.flush_interval_s`` after writes, never
@@ -25,7 +26,8 @@ from infra.milvus import guarded_call
 logger = logging.getLogger(__name__)
 
 VECTOR_FIELD = "vector"
-OUTPUT_FIELDS = ["item_id", "category", "created_at", "model_version"]
+OUTPUT_FIELDS = ["item_id", "category", "created_at", "model_version", "item_key"]
+KEY_FIELD = "item_key"
 MAX_VARCHAR = 512
 CALL_TIMEOUT_S = 5.0
 
@@ -97,6 +99,9 @@ class MilvusSink:
             if dims and int(dims[0]) != self.dim:
                 raise StackError(f"Milvus collection {self.collection} has dim {dims[0]}, the encoder makes "
                                  f"{self.dim}: run `mmads stream reindex` with a new collection name")
+            if KEY_FIELD not in {f.get("name") for f in desc.get("fields", [])}:
+                raise StackError(f"Milvus collection {self.collection} has no {KEY_FIELD} field (made by an "
+                                 "older mmads): run `mmads stream reindex` with a new collection name")
             self._call("load", lambda: c.load_collection(self.collection, timeout=CALL_TIMEOUT_S))
             return
         schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -105,6 +110,7 @@ class MilvusSink:
         schema.add_field("category", DataType.VARCHAR, max_length=MAX_VARCHAR)
         schema.add_field("created_at", DataType.INT64)
         schema.add_field("model_version", DataType.VARCHAR, max_length=128)
+        schema.add_field(KEY_FIELD, DataType.VARCHAR, max_length=MAX_VARCHAR)
         index = c.prepare_index_params()
         index.add_index(**_index_params(self.cfg))
         self._call("create_collection", lambda: c.create_collection(
@@ -113,7 +119,7 @@ class MilvusSink:
                     self.cfg.milvus.index_type)
 
     def upsert(self, item_ids: np.ndarray, vectors: np.ndarray, categories: Sequence[str],
-               created_at_ms: np.ndarray, model_version: str) -> None:
+               created_at_ms: np.ndarray, model_version: str, item_keys: Sequence[str] | None = None) -> None:
         """Upsert items by primary key (re-delivery overwrites the same rows).
 
         Args:
@@ -122,13 +128,15 @@ class MilvusSink:
             categories: n category names.
             created_at_ms: ``(n,)`` epoch milliseconds.
             model_version: the encoder version that made the vectors.
+            item_keys: per item, its string id as written ("" for an integer id; default all "").
         """
         if len(item_ids) == 0:
             return
+        keys = [""] * len(item_ids) if item_keys is None else item_keys
         rows = [{"item_id": int(i), VECTOR_FIELD: v.tolist(), "category": str(c)[:MAX_VARCHAR],
-                 "created_at": int(t), "model_version": model_version}
-                for i, v, c, t in zip(item_ids, np.asarray(vectors, np.float32), categories, created_at_ms,
-                                      strict=True)]
+                 "created_at": int(t), "model_version": model_version, KEY_FIELD: str(k)}
+                for i, v, c, t, k in zip(item_ids, np.asarray(vectors, np.float32), categories, created_at_ms,
+                                         keys, strict=True)]
         self._call("upsert", lambda: self.client.upsert(self.collection, rows, timeout=CALL_TIMEOUT_S))
         self._dirty = True
 
@@ -150,6 +158,15 @@ class MilvusSink:
         rows = self._call("get", lambda: self.client.get(
             self.collection, ids=ids, output_fields=["item_id", VECTOR_FIELD], timeout=CALL_TIMEOUT_S))
         return {int(r["item_id"]): np.asarray(r[VECTOR_FIELD], dtype=np.float32) for r in rows}
+
+    def get_keys(self, item_ids: Sequence[int]) -> dict[int, str]:
+        """The string spellings of the ids that have one (integer ids and missing ids are absent)."""
+        ids = [int(i) for i in item_ids]
+        if not ids:
+            return {}
+        rows = self._call("get keys", lambda: self.client.get(
+            self.collection, ids=ids, output_fields=["item_id", KEY_FIELD], timeout=CALL_TIMEOUT_S))
+        return {int(r["item_id"]): str(r[KEY_FIELD]) for r in rows if r.get(KEY_FIELD)}
 
     def count(self) -> int:
         """Number of rows (entities) in the collection."""

@@ -32,7 +32,7 @@ def reindex(cfg: MmadsConfig, encoder: Any, items_df: pd.DataFrame, image_root: 
     Args:
         cfg: the configuration.
         encoder: the new ``ItemEncoder``.
-        items_df: columns item_id, title, category, image_path, created_at.
+        items_df: columns item_id, title, category, image_path, created_at, optionally item_key.
         image_root: directory image paths are relative to (a dataset root), None for absolute paths.
         batch_size: items per encode/write call.
         progress: show a progress bar.
@@ -67,5 +67,6 @@ def run_reindex(cfg: MmadsConfig, data_dir: Path | str, model_dir: Path | str | 
     Returns:
         The number of items written.
     """
-    ds = load_dataset(data_dir)
-    return reindex(cfg, load_encoder(cfg, model_dir), ds.items, image_root=ds.root, progress=progress)
+    ds = load_dataset(data_dir, window=cfg.data.plausible_time_window)
+    items = ds.items.assign(item_key=[ds.item_keys.get(int(i), "") for i in ds.items["item_id"]])
+    return reindex(cfg, load_encoder(cfg, model_dir), items, image_root=ds.root, progress=progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from infra.dataset import load_dataset, time_cut, validate_dataset
+from infra.dataset import check_dataset, load_dataset, time_cut, validate_dataset
 from infra.errors import DatasetError
+from infra.ids import STRING_ID_BASE, id_to_int64
 
 TS = pa.timestamp("us", tz="UTC")
 T0 = 1_709_251_200_000_000  # 2024-03-01 UTC in microseconds
@@ -105,17 +107,19 @@ def test_missing_column(tmp_path: Path) -> None:
     assert problems == ["items.parquet: missing columns ['title']"]
 
 
-def test_unexpected_column(tmp_path: Path) -> None:
+def test_extra_event_column_is_ignored_with_a_note(tmp_path: Path) -> None:
     tables = _tables()
     tables["impressions.parquet"] = tables["impressions.parquet"].append_column("price", pa.array([1.0] * 4))
-    assert _problems(_write(tmp_path, tables)) == ["impressions.parquet: unexpected columns ['price']"]
+    res = check_dataset(_write(tmp_path, tables))
+    assert res.problems == []
+    assert "impressions.parquet: columns ['price'] are not part of the format and are ignored" in res.notes
 
 
-def test_wrong_dtype(tmp_path: Path) -> None:
-    tables = _replace(_tables(), "behaviors.parquet", "user_id", pa.array(["7", "7", "8"]))
+def test_wrong_id_dtype(tmp_path: Path) -> None:
+    tables = _replace(_tables(), "behaviors.parquet", "user_id", pa.array([7.0, 7.0, 8.0]))
     problems = _problems(_write(tmp_path, tables))
     assert len(problems) == 1
-    assert "behaviors.parquet: column 'user_id' must be an integer column" in problems[0]
+    assert "behaviors.parquet: column 'user_id' must hold integer or string ids, found float64" in problems[0]
 
 
 def test_naive_timestamps(tmp_path: Path) -> None:
@@ -136,7 +140,7 @@ def test_dangling_item_id(tmp_path: Path) -> None:
     problems = _problems(_write(tmp_path, tables))
     assert len(problems) == 1
     assert "impressions.parquet: item_id refers to unknown items at rows 2" in problems[0]
-    assert "[99]" in problems[0]
+    assert "['99']" in problems[0]
 
 
 def test_dangling_clicked_item_id(tmp_path: Path) -> None:
@@ -145,11 +149,11 @@ def test_dangling_clicked_item_id(tmp_path: Path) -> None:
     assert problems == ["queries.parquet: clicked_item_ids refer to unknown items [42]"]
 
 
-def test_clicked_item_ids_not_integers(tmp_path: Path) -> None:
-    bad = pa.array([["x"], []], pa.list_(pa.string()))
+def test_clicked_item_ids_not_ids(tmp_path: Path) -> None:
+    bad = pa.array([[""], []], pa.list_(pa.string()))
     problems = _problems(_write(tmp_path, _replace(_tables(), "queries.parquet", "clicked_item_ids", bad)))
     assert len(problems) == 1
-    assert "clicked_item_ids must be lists of integer item ids at rows 0" in problems[0]
+    assert "clicked_item_ids must be lists of item ids (integers or strings) at rows 0" in problems[0]
 
 
 def test_missing_image(valid: Path) -> None:
@@ -169,7 +173,7 @@ def test_undecodable_image(valid: Path) -> None:
 def test_bad_action(tmp_path: Path) -> None:
     tables = _replace(_tables(), "behaviors.parquet", "action", pa.array(["click", "like", "purchase"]))
     problems = _problems(_write(tmp_path, tables))
-    assert problems == ["behaviors.parquet: action not one of ['click', 'cart', 'purchase'] at rows 1"]
+    assert problems == ["behaviors.parquet: action not one of ['click', 'cart', 'purchase'] at rows 1 (first 'like')"]
 
 
 def test_clicked_not_binary(tmp_path: Path) -> None:
@@ -216,3 +220,157 @@ def test_time_cut_on_microsecond_timestamps(valid: Path) -> None:
     explicit = pd.Timestamp("2024-03-02T01:00:00+01:00")
     assert time_cut(ds.impressions, cut_time=explicit) == pd.Timestamp("2024-03-02T00:00:00", tz="UTC")
     assert np.isclose((ts <= cut).mean(), 0.5)
+
+
+def _ts_at(iso: list[str]) -> pa.Array:
+    micros = [int(np.datetime64(t, "us").astype(np.int64)) for t in iso]
+    return pa.array(micros, pa.timestamp("us", tz="UTC"))
+
+
+def _shift(tables: dict[str, pa.Table], years: int) -> dict[str, pa.Table]:
+    """Every timestamp moved by whole years (order kept)."""
+    delta = pd.DateOffset(years=years)
+    for file, t in tables.items():
+        for col in ("created_at", "ts"):
+            if col in t.column_names:
+                moved = (t.column(col).to_pandas() + delta).dt.tz_convert("UTC")
+                tables[file] = t.set_column(t.schema.get_field_index(col), col,
+                                            pa.array(moved, pa.timestamp("us", tz="UTC")))
+    return tables
+
+
+@pytest.mark.parametrize("years", [-54, 176])  # 1970 and 2200
+def test_any_nanosecond_time_is_valid(tmp_path: Path, years: int) -> None:
+    ds = load_dataset(_write(tmp_path, _shift(_tables(), years)))
+    assert ds.impressions["ts"].dt.year.iloc[0] == 2024 + years
+    assert str(ds.impressions["ts"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_time_outside_nanosecond_range(tmp_path: Path) -> None:
+    tables = _replace(_tables(), "behaviors.parquet", "ts", _ts_at(["1600-01-01", "2024-03-01", "2024-03-01"]))
+    problems = _problems(_write(tmp_path, tables))
+    assert len(problems) == 1
+    assert problems[0].startswith("behaviors.parquet: column 'ts' at rows 0: timestamp 1600-01-01")
+    assert "outside what nanosecond time holds" in problems[0]
+
+
+def test_plausible_window_is_off_by_default_and_applied_when_set(tmp_path: Path) -> None:
+    root = _write(tmp_path, _shift(_tables(), -30))  # the 1990s
+    assert validate_dataset(root)[0] == []
+    window = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+    problems = _problems_with(root, window=window)
+    assert any("outside the plausible window" in p and p.startswith("impressions.parquet: column 'ts'")
+               for p in problems)
+
+
+def _problems_with(root: Path, **kwargs: object) -> list[str]:
+    res = check_dataset(root, **kwargs)  # type: ignore[arg-type]
+    assert res.dataset is None
+    return res.problems
+
+
+def _string_ids(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    names = {1: "B001", 2: "B002", 3: "B003"}
+    for file in ("items.parquet", "behaviors.parquet", "impressions.parquet", "queries.parquet"):
+        ids = [names[i] for i in tables[file].column("item_id").to_pylist()]
+        tables = _replace(tables, file, "item_id", pa.array(ids))
+    for file in ("behaviors.parquet", "impressions.parquet"):
+        ids = [f"user-{u}" for u in tables[file].column("user_id").to_pylist()]
+        tables = _replace(tables, file, "user_id", pa.array(ids))
+    return _replace(tables, "queries.parquet", "clicked_item_ids", pa.array([["B002"], []], pa.list_(pa.string())))
+
+
+def test_string_ids_map_to_int64_everywhere(tmp_path: Path) -> None:
+    ds = load_dataset(_write(tmp_path, _string_ids(_tables())))
+    b1 = id_to_int64("B001")
+    assert b1 >= STRING_ID_BASE
+    assert ds.items["item_id"].tolist() == [b1, id_to_int64("B002"), id_to_int64("B003")]
+    assert ds.impressions["item_id"].dtype == np.int64 and ds.impressions["user_id"].dtype == np.int64
+    assert set(ds.impressions["user_id"]) == {id_to_int64("user-7"), id_to_int64("user-8")}
+    assert ds.queries["clicked_item_ids"].iloc[0] == [id_to_int64("B002")]
+    assert ds.item_key(b1) == "B001" and ds.user_key(id_to_int64("user-7")) == "user-7"
+
+
+def test_string_id_collision_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import infra.ids
+
+    real = infra.ids.hash_string_id
+    monkeypatch.setattr(infra.ids, "hash_string_id", lambda s: real("B001") if s in ("B001", "B002") else real(s))
+    problems = _problems(_write(tmp_path, _string_ids(_tables())))
+    assert any("item ids ['B001', 'B002'] all map to int64" in p for p in problems)
+
+
+def test_string_colliding_with_integer_id_is_refused(tmp_path: Path) -> None:
+    tables = _tables()
+    clash = id_to_int64("user-x")
+    tables = _replace(tables, "behaviors.parquet", "user_id", pa.array([clash, 7, 8], pa.int64()))
+    tables = _replace(tables, "impressions.parquet", "user_id", pa.array(["user-x", "8", "8", "7"]))
+    problems = _problems(_write(tmp_path, tables))
+    assert problems == [f"user id 'user-x' maps to int64 {clash}, which is also an integer user id (id collision)"]
+
+
+def test_canonical_decimal_strings_are_the_integers(tmp_path: Path) -> None:
+    tables = _replace(_tables(), "impressions.parquet", "user_id", pa.array(["7", "8", "8", "7"]))
+    ds = load_dataset(_write(tmp_path, tables))
+    assert ds.impressions["user_id"].tolist() == [7, 8, 8, 7]
+
+
+def test_empty_string_id_is_refused(tmp_path: Path) -> None:
+    tables = _replace(_tables(), "impressions.parquet", "user_id", pa.array(["7", "", "8", "7"]))
+    problems = _problems(_write(tmp_path, tables))
+    assert problems == ["impressions.parquet: column 'user_id' holds invalid ids at rows 1: "
+                        "invalid id '': an id cannot be the empty string"]
+
+
+def test_side_features_are_accepted_and_listed(tmp_path: Path) -> None:
+    tables = _tables()
+    tables["items.parquet"] = tables["items.parquet"].append_column("price", pa.array([9.5, None, 3.0]))
+    tables["items.parquet"] = tables["items.parquet"].append_column("brand", pa.array(["a", "b", None]))
+    tables["users.parquet"] = pa.table({"user_id": pa.array([7], pa.int64()), "age": pa.array([31], pa.int64())})
+    res = check_dataset(_write(tmp_path, tables))
+    assert res.problems == []
+    assert res.side_features == {"items.parquet": {"price": "numeric", "brand": "string"},
+                                 "users.parquet": {"age": "numeric"}}
+    assert res.dataset is not None
+    assert res.dataset.item_side_columns == ["price", "brand"]
+    assert res.dataset.users is not None and res.dataset.users["age"].tolist() == [31]
+    assert any("users.parquet: 1 users of the events have no row" in n for n in res.notes)
+
+
+def test_side_feature_of_another_type_is_refused(tmp_path: Path) -> None:
+    tables = _tables()
+    tables["items.parquet"] = tables["items.parquet"].append_column(
+        "tags", pa.array([["a"], [], None], pa.list_(pa.string())))
+    problems = _problems(_write(tmp_path, tables))
+    assert problems == ["items.parquet: side-feature column 'tags' must be numeric or string, found object"]
+
+
+def test_no_users_file_means_users_is_none(valid: Path) -> None:
+    assert load_dataset(valid).users is None
+
+
+def test_image_path_may_be_absent(tmp_path: Path) -> None:
+    tables = _tables()
+    tables["items.parquet"] = tables["items.parquet"].drop_columns(["image_path"])
+    res = check_dataset(_write(tmp_path, tables))
+    assert res.problems == []
+    assert res.dataset is not None and not res.dataset.has_images
+    assert res.dataset.items["image_path"].isna().all()
+    assert "no images: text-only items, the image tower is skipped" in res.notes
+
+
+def test_no_queries_is_noted(valid: Path) -> None:
+    (valid / "queries.parquet").unlink()
+    res = check_dataset(valid)
+    assert res.dataset is not None and not res.dataset.has_queries
+    assert any(n.startswith("no query pairs (queries.parquet): SCL trains nothing") for n in res.notes)
+
+
+@pytest.mark.parametrize("file", ["behaviors.parquet", "impressions.parquet"])
+def test_events_before_their_item_exists(tmp_path: Path, file: str) -> None:
+    tables = _tables()
+    late = _ts([1000, 10, 20])  # item 1 created after every event
+    tables = _replace(tables, "items.parquet", "created_at", late)
+    problems = _problems(_write(tmp_path, tables))
+    assert any(p.startswith(f"{file}: ") and "dated before their item's created_at" in p for p in problems)
+    assert any("first: item 1 at" in p for p in problems)
