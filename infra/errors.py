@@ -50,3 +50,40 @@ class ModelArtifactError(MmadsError):
 
 class FeatureError(MmadsError):
     """A feature cannot be computed from its inputs (e.g. a dimension mismatch)."""
+
+
+class DeadLetterShareError(MmadsError):
+    """The streaming jobs dead-lettered more than ``checks.max_dead_letter_share`` of a topic.
+
+    Attributes:
+        topic: the input topic.
+        dead_lettered: how many of its messages went to ``<topic>.dlq``.
+        reasons: the most common reasons with their counts, most common first.
+    """
+
+    def __init__(self, topic: str, dead_lettered: int, total: int, limit: float,
+                 reasons: list[tuple[str, int]]) -> None:
+        shown = "; ".join(f"{n} x {why}" for why, n in reasons) or "reasons unavailable"
+        super().__init__(f"the streaming jobs dead-lettered {dead_lettered} of the {total} events of topic "
+                         f"'{topic}' (more than checks.max_dead_letter_share = {limit:g}); top reasons: {shown}")
+        self.topic = topic
+        self.dead_lettered = dead_lettered
+        self.reasons = reasons
+
+
+class ParityError(MmadsError):
+    """Two paths that must give the same numbers differ by more than ``checks.parity_tolerance``.
+
+    Attributes:
+        check: which parity (``offline-online``, ``serving-offline``, ``on-demand-view``).
+        max_abs_diff: the largest difference found.
+        worst: the worst rows (user, item, feature, both values), worst first.
+    """
+
+    def __init__(self, check: str, max_abs_diff: float, tolerance: float, worst: list[dict[str, object]]) -> None:
+        shown = "; ".join(", ".join(f"{k} {v}" for k, v in w.items()) for w in worst[:5])
+        super().__init__(f"{check} parity failed: max abs diff {max_abs_diff:.3g} > tolerance {tolerance:g} "
+                         f"(checks.parity_tolerance); worst: {shown}")
+        self.check = check
+        self.max_abs_diff = max_abs_diff
+        self.worst = worst

@@ -30,7 +30,7 @@ class RunContext:
     def dataset(self) -> Dataset:
         """The validated dataset (loaded once)."""
         if self._dataset is None:
-            self._dataset = load_dataset(self.data_dir)
+            self._dataset = load_dataset(self.data_dir, window=self.cfg.data.plausible_time_window)
         return self._dataset
 
     def result(self, stage: str) -> dict[str, Any]:

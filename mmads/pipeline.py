@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 def _validate(ctx: RunContext) -> dict[str, Any]:
     from infra.side_features import resolve_side_features, with_side_features
 
-    ds = load_dataset(ctx.data_dir, decode_images=True)
+    ds = load_dataset(ctx.data_dir, decode_images=True, window=ctx.cfg.data.plausible_time_window)
     ctx._dataset = ds
     # the run's side features (configured, or discovered): every later stage and process reads them
     ctx.cfg = with_side_features(ctx.cfg, resolve_side_features(ctx.cfg, ds))
@@ -57,6 +57,9 @@ def _validate(ctx: RunContext) -> dict[str, Any]:
         "has_images": ds.has_images,
         "side_features": [f"{s.name} ({s.kind}, {s.source})" for s in ctx.cfg.data.side_features or ()],
         "image_tower": "used" if ds.has_images else "skipped (text-only dataset)",
+        "has_queries": ds.has_queries,
+        "string_item_ids": len(ds.item_keys), "string_user_ids": len(ds.user_keys),
+        "notes": list(ds.notes),
     }
 
 

@@ -112,8 +112,10 @@ def summary_table(report: Mapping[str, Any]) -> str:
     cnt = report.get("counts", {})
     ret = report.get("retrieval", {})
     tm = report.get("timings", {})
+    scl_line = (f"{_num(scl.get('recall@10'))} / {_num(scl.get('recall@10_frozen'))}"
+                if scl.get("trained", True) else "not trained (no query pairs)")
     lines = [
-        ("SCL recall@10 (default / frozen)", f"{_num(scl.get('recall@10'))} / {_num(scl.get('recall@10_frozen'))}"),
+        ("SCL recall@10 (default / frozen)", scl_line),
         ("item freshness p50 / p99 ms", f"{_mag(fr.get('item_p50_ms'))} / {_mag(fr.get('item_p99_ms'))}"),
         ("behavior freshness p99 ms", _mag(fr.get("behavior_p99_ms"))),
         ("counts milvus / feast items / users / dlq", " / ".join(

@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,3 +93,56 @@ class DeadLetterWriter:
     def flush(self, timeout_s: float = 30.0) -> None:
         """Block until every queued dead letter is acknowledged by the broker."""
         self._producer.flush(timeout=timeout_s)
+
+
+_VALUE = re.compile(r" = ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^:;]+?):")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:.]+(?:[+-]\d{2}:\d{2}|Z)?")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+
+
+def reason_kind(error: str) -> str:
+    """A dead-letter reason without its values, so that letters of one cause count together.
+
+    ``field 'ts' = '1995-01-01T00:00:00Z': timestamp 1995-01-01T00:00:00+00:00 is outside ...`` becomes
+    ``field 'ts': timestamp <time> is outside ...``.
+    """
+    out = _VALUE.sub(":", error)
+    out = _TIME.sub("<time>", out)
+    return _NUMBER.sub("<n>", out)
+
+
+def top_reasons(cfg: Any, topic: str, *, n: int = 3, max_records: int = 5000,
+                timeout_s: float = 5.0) -> list[tuple[str, int]]:
+    """The ``n`` most common dead-letter reasons of ``topic`` (read from ``<topic>.dlq``, from the start).
+
+    Args:
+        cfg: the configuration (broker).
+        topic: the input topic.
+        n: how many reasons.
+        max_records: read at most this many dead letters.
+        timeout_s: stop reading after this long.
+
+    Returns:
+        ``[(reason, count), ...]`` most common first (counts over the letters read).
+    """
+    from streaming.kafka_io import make_consumer
+
+    consumer = make_consumer(cfg, [dlq_topic(topic)], group=None, client_id="mmads-dlq-reader")
+    counts: Counter[str] = Counter()
+    seen = 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while seen < max_records and time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200)
+            for recs in batch.values():
+                for r in recs:
+                    try:
+                        counts[reason_kind(str(json.loads(r.value)["error"]))] += 1
+                    except (ValueError, KeyError, TypeError):
+                        counts["unreadable dead letter"] += 1
+                    seen += 1
+            if not batch and seen:
+                break
+    finally:
+        consumer.close()
+    return counts.most_common(n)

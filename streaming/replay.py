@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from infra.config import MmadsConfig
 from infra.dataset import Dataset, load_dataset
-from infra.errors import ConfigError, StackError
+from infra.errors import ConfigError, StackError, StackNotRunningError
 from streaming.events import TOPIC_KINDS, TopicKind, dataset_events
 from streaming.kafka_io import make_producer
 
@@ -66,6 +66,22 @@ def publish(cfg: MmadsConfig, topic: str, events: Iterable[tuple[bytes | None, b
     return sent
 
 
+BROKER_PROBE_S = 2.0
+
+
+def require_broker(cfg: MmadsConfig) -> None:
+    """Fail at once, with the line ``mmads stack status`` prints for the broker, when it is down.
+
+    Raises:
+        StackNotRunningError: the broker does not answer within :data:`BROKER_PROBE_S` seconds.
+    """
+    from infra.stack import probe_kafka
+
+    row = probe_kafka(cfg, BROKER_PROBE_S)
+    if not row.healthy:
+        raise StackNotRunningError(f"{row.part} at {row.endpoint}: {row.detail}; run `mmads stack up`")
+
+
 def _paced(events: Iterable[tuple[pd.Timestamp, bytes, bytes]], speedup: float) -> Iterable[tuple[bytes, bytes]]:
     start = time.monotonic()
     first: pd.Timestamp | None = None
@@ -94,14 +110,17 @@ def replay(dataset: Dataset | str | Path, cfg: MmadsConfig, topic: TopicKind | s
 
     Raises:
         ConfigError: unknown topic, or both ``rate`` and ``speedup`` given, or a non-positive one.
-        StackError: the broker is down or did not acknowledge the messages.
+        StackNotRunningError: the broker is down (checked before the dataset is read).
+        StackError: the broker did not acknowledge the messages.
     """
     name = topic_name(cfg, topic)
     if rate is not None and speedup is not None:
         raise ConfigError("replay takes --rate or --speedup, not both")
     if (rate is not None and rate <= 0) or (speedup is not None and speedup <= 0):
         raise ConfigError(f"replay rate/speedup must be positive, got rate={rate} speedup={speedup}")
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    require_broker(cfg)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(
+        dataset, window=cfg.data.plausible_time_window)
     frame = {"items": ds.items, "behaviors": ds.behaviors, "impressions": ds.impressions}[topic]
     rows = dataset_events(ds, topic)  # type: ignore[arg-type]
     pairs: Iterable[tuple[bytes | None, bytes]]

@@ -138,13 +138,16 @@ def committed_counts(cfg: MmadsConfig) -> dict[str, int]:
     return totals
 
 
-def wait_caught_up(cfg: MmadsConfig, expected: dict[str, int], timeout_s: float = 60.0) -> dict[str, int]:
+def wait_caught_up(cfg: MmadsConfig, expected: dict[str, int], timeout_s: float = 60.0,
+                   check: Callable[[], None] | None = None) -> dict[str, int]:
     """Wait until the jobs have committed at least ``expected[topic]`` messages of each topic.
 
     Args:
         cfg: the configuration (state dir).
         expected: topic name -> messages produced to it (e.g. the sum of :func:`replay` results).
         timeout_s: how long to wait.
+        check: called on every poll (about ten times a second); what it raises propagates, so a
+            caller can stop waiting at once (the main job's dead-letter check).
 
     Returns:
         The committed counts per topic when caught up.
@@ -155,6 +158,8 @@ def wait_caught_up(cfg: MmadsConfig, expected: dict[str, int], timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while True:
         counts = committed_counts(cfg)
+        if check is not None:
+            check()
         if all(counts.get(t, 0) >= n for t, n in expected.items()):
             return counts
         if time.monotonic() > deadline:

@@ -11,19 +11,21 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 from tqdm import tqdm
 
 from infra.config import MmadsConfig
 from infra.dataset import Dataset
-from infra.errors import ConfigError, StackError
+from infra.errors import ConfigError, MmadsError, StackError
 from streaming.events import TOPIC_KINDS, TopicKind, dataset_events
 from streaming.kafka_io import make_producer
 from streaming.replay import topic_name
 
 logger = logging.getLogger(__name__)
+
+CHECK_INTERVAL_S = 1.0
 
 
 def _tagged(ds: Dataset, rank: int, kind: TopicKind) -> Iterator[tuple[pd.Timestamp, int, str, bytes, bytes]]:
@@ -38,7 +40,7 @@ def _merged(ds: Dataset) -> Iterator[tuple[pd.Timestamp, int, str, bytes, bytes]
 
 
 def replay_timeline(ds: Dataset, cfg: MmadsConfig, *, rate: float | None = None,
-                    progress: bool = True) -> dict[str, int]:
+                    progress: bool = True, check: Callable[[], None] | None = None) -> dict[str, int]:
     """Publish every event of ``ds`` in time order to its topic.
 
     Args:
@@ -46,6 +48,8 @@ def replay_timeline(ds: Dataset, cfg: MmadsConfig, *, rate: float | None = None,
         cfg: the configuration (broker, topic names).
         rate: total messages per second over all topics (None: as fast as possible).
         progress: show a progress bar.
+        check: called about once a second while publishing; an :class:`MmadsError` it raises stops
+            the replay and propagates (the main job's dead-letter check).
 
     Returns:
         Messages acknowledged per topic name (what the caught-up check compares with).
@@ -61,6 +65,7 @@ def replay_timeline(ds: Dataset, cfg: MmadsConfig, *, rate: float | None = None,
     counts = dict.fromkeys(names.values(), 0)
     producer = make_producer(cfg, client_id="mmads-replay")
     start = time.monotonic()
+    next_check = start + CHECK_INTERVAL_S
     sent = 0
     try:
         for _, _, kind, key, value in tqdm(_merged(ds), total=total, disable=not progress, desc="replay",
@@ -72,7 +77,12 @@ def replay_timeline(ds: Dataset, cfg: MmadsConfig, *, rate: float | None = None,
             producer.send(names[kind], key=key, value=value)
             counts[names[kind]] += 1
             sent += 1
+            if check is not None and time.monotonic() >= next_check:
+                check()
+                next_check = time.monotonic() + CHECK_INTERVAL_S
         producer.flush(timeout=60)
+    except MmadsError:
+        raise
     except Exception as exc:
         raise StackError(f"replay failed after {sent} messages: {exc}") from exc
     finally:

@@ -106,11 +106,16 @@ class ParityResult:
     rows: int
     max_abs_diff: float
     hist_mismatches: int
+    worst: tuple[dict[str, object], ...] = ()  # the worst rows: user, item, ts, feature, both values
 
     @property
     def ok(self) -> bool:
         """True when the values agree within 1e-6 and the histories are the same."""
-        return self.max_abs_diff <= 1e-6 and self.hist_mismatches == 0
+        return self.ok_within(1e-6)
+
+    def ok_within(self, tolerance: float) -> bool:
+        """True when the values agree within ``tolerance`` and the histories are the same."""
+        return self.max_abs_diff <= tolerance and self.hist_mismatches == 0
 
 
 def _item_vectors(item_vectors: pd.DataFrame, dim: int) -> ItemVectors:
@@ -419,8 +424,23 @@ def check_parity(
     odfv = _retrieve(store, entity, store.get_feature_service(TRAINING_SERVICE))
     cols = SIMTIER_COLUMNS(cfg.model.n_tiers)
     theirs = np.column_stack([odfv.column(c).to_numpy(zero_copy_only=False) for c in cols]).astype(np.float64)
-    diff = float(np.abs(ours.simtier - theirs).max(initial=0.0))
+    gaps = np.abs(ours.simtier - theirs)
+    diff = float(gaps.max(initial=0.0))
     a = [h or [] for h in fast.column("hist_item_ids").to_pylist()]
     b = [h or [] for h in odfv.column("hist_item_ids").to_pylist()]
     mismatches = sum(x != y for x, y in zip(a, b, strict=True))
-    return ParityResult(rows=len(entity), max_abs_diff=diff, hist_mismatches=mismatches)
+    worst: list[dict[str, object]] = []
+    if gaps.size:
+        per_row = gaps.max(axis=1)
+        for r in np.argsort(-per_row, kind="stable")[:5]:
+            if per_row[r] <= 0:
+                break
+            c = int(np.argmax(gaps[r]))
+            worst.append({"user": int(entity["user_id"].iloc[r]), "item": int(entity["item_id"].iloc[r]),
+                          "ts": str(entity["event_timestamp"].iloc[r]), "feature": cols[c],
+                          "fast": float(ours.simtier[r, c]), "odfv": float(theirs[r, c])})
+    for r, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x != y and len(worst) < 10:
+            worst.append({"user": int(entity["user_id"].iloc[r]), "ts": str(entity["event_timestamp"].iloc[r]),
+                          "feature": "hist_item_ids", "fast_len": len(x), "odfv_len": len(y)})
+    return ParityResult(rows=len(entity), max_abs_diff=diff, hist_mismatches=mismatches, worst=tuple(worst))

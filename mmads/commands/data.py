@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from infra.dataset import validate_dataset
+from infra.contract import TimeWindow
+from infra.dataset import check_dataset
 from infra.errors import DatasetError
 from mmads.datagen.regimes import REGIMES
 
@@ -75,21 +76,38 @@ def refuse_non_empty(out: Path, *, force: bool) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from mmads.commands.common import config_of
+
     if (args.data is None) == (args.dir is None):
         raise DatasetError("name the dataset directory once: --data DIR (or the positional DIR)")
-    args.dir = args.data or args.dir
-    problems, ds = validate_dataset(args.dir, decode_images=not args.no_decode)
-    if problems:
-        raise DatasetError(f"dataset {args.dir} is invalid ({len(problems)} problems)", problems)
-    if ds is None:  # unreachable: no problems means a dataset
-        raise DatasetError(f"dataset {args.dir} could not be loaded")
-    print(
-        f"dataset {args.dir} is valid: {len(ds.items)} items, {len(ds.behaviors)} behaviors, "
-        f"{len(ds.impressions)} impressions, {len(ds.queries)} queries, images: {ds.has_images}"
-    )
+    window = config_of(args).data.plausible_time_window
+    validate_and_print(args.data or args.dir, decode_images=not args.no_decode, window=window)
+    return 0
+
+
+def validate_and_print(root: Path, *, decode_images: bool, window: TimeWindow | None) -> None:
+    """Run ``validate`` on a dataset directory and print what it found.
+
+    Raises:
+        DatasetError: the dataset is invalid (every problem listed).
+    """
     from infra.side_features import discover_side_features
 
+    res = check_dataset(root, decode_images=decode_images, window=window)
+    if res.problems:
+        raise DatasetError(f"dataset {root} is invalid ({len(res.problems)} problems)", res.problems)
+    ds = res.dataset
+    if ds is None:  # unreachable: no problems means a dataset
+        raise DatasetError(f"dataset {root} could not be loaded")
+    users = ds.impressions["user_id"].nunique()
+    print(
+        f"dataset {root} is valid: {len(ds.items)} items, {users} users, {len(ds.behaviors)} behaviors, "
+        f"{len(ds.impressions)} impressions, {len(ds.queries)} queries, images: {ds.has_images}"
+    )
+    t = ds.impressions["ts"]
+    print(f"  impressions from {t.min().isoformat()} to {t.max().isoformat()}")
     side = discover_side_features(ds)
     print("side features (used unless config data.side_features says otherwise): "
           + (", ".join(f"{s.name} ({s.kind}, {s.source})" for s in side) or "none"))
-    return 0
+    for note in res.notes:
+        print(f"  note: {note}")

@@ -35,7 +35,8 @@ def _train(args: argparse.Namespace) -> int:
     from infra.dataset import load_dataset
 
     cfg = config_of(args)
-    out = train_scl(load_dataset(args.data), cfg, args.out, variant=args.variant, resume=args.resume)
+    ds = load_dataset(args.data, window=cfg.data.plausible_time_window)
+    out = train_scl(ds, cfg, args.out, variant=args.variant, resume=args.resume)
     enc = ItemEncoder.load(out)
     print(f"model {out}: version {enc.version}, dim {enc.dim}, images {'yes' if enc.uses_images else 'no'}")
     return 0
@@ -47,7 +48,7 @@ def _eval(args: argparse.Namespace) -> int:
     from infra.dataset import load_dataset
 
     cfg = config_of(args)
-    ds = load_dataset(args.data)
+    ds = load_dataset(args.data, window=cfg.data.plausible_time_window)
     result = evaluate_scl(ds, cfg, args.out)
     variants = dict(result.get("variants", {}))
     if args.model:

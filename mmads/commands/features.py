@@ -39,7 +39,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.out.suffix == ".parquet" or args.out.is_file():
         raise ConfigError(f"--out is a directory (the training set goes to DIR/{TRAINING_SET_FILE}), got {args.out}")
     cfg = config_of(args)
-    ds = load_dataset(args.data)
+    ds = load_dataset(args.data, window=cfg.data.plausible_time_window)
     cfg = with_side_features(cfg, resolve_side_features(cfg, ds))
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
     vectors = encoder.encode_items(ds.items, image_root=ds.root)

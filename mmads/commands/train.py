@@ -46,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = config_of(args).with_overrides(state_dir=(args.out / "state").resolve())
     save_config(cfg, run_config_file(args.out))  # so `serve --run OUT` reopens this state dir
-    ds = load_dataset(args.data)
+    ds = load_dataset(args.data, window=cfg.data.plausible_time_window)
     cfg = with_side_features(cfg, resolve_side_features(cfg, ds))
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
     vectors = encoder.encode_items(ds.items, image_root=ds.root)

@@ -17,16 +17,43 @@ TRAINING_SET = "training_set.parquet"
 
 
 def run_scl(ctx: RunContext) -> dict[str, Any]:
-    """Pre-train the SCL encoders (every variant) and evaluate them on time-held-out queries."""
+    """Pre-train the SCL encoders (every variant) and evaluate them on time-held-out queries.
+
+    A dataset without query pairs trains nothing: the item indexer then uses the frozen backbones
+    (saved as ``scl/models/frozen``) and the result says so, with no recall figures.
+    """
     from encoders import evaluate_scl
 
+    if not ctx.dataset.has_queries:
+        return frozen_scl(ctx)
     result = evaluate_scl(ctx.dataset, ctx.cfg, ctx.run_dir / "scl")
     result.pop("variants", None)
+    result["trained"] = True
+    return result
+
+
+def frozen_scl(ctx: RunContext) -> dict[str, Any]:
+    """The SCL stage of a dataset without queries: save the frozen encoder, record that nothing was trained."""
+    import json
+
+    from encoders.inference import pretrained_encoder
+
+    out = ctx.run_dir / "scl"
+    model_dir = out / "models" / "frozen"
+    enc = pretrained_encoder(ctx.cfg, seed=ctx.cfg.model.seed, use_images=ctx.dataset.has_images)
+    enc.save(model_dir)
+    result = {"trained": False, "reason": "the dataset has no query pairs (queries.parquet)",
+              "default_variant": "frozen", "model_dir": str(model_dir), "n_items": len(ctx.dataset.items),
+              "uses_images": ctx.dataset.has_images, "n_train_pairs": 0, "n_test_pairs": 0}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scl_eval.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def summarize_scl(r: dict[str, Any]) -> str:
-    """One line: recall@10 of each variant."""
+    """One line: recall@10 of each variant (or that nothing was trained)."""
+    if r.get("trained") is False:
+        return f"trained nothing ({r['reason']}); the item indexer uses the frozen backbones"
     parts = [f"{v} {r.get(f'recall@10_{v}', float('nan')):.3f}" for v in ("frozen", "inbatch", "queue", "hard")]
     return f"query->item recall@10: {', '.join(parts)} ({r.get('n_test_pairs')} held-out queries)"
 
@@ -47,7 +74,12 @@ def logged_impressions(ctx: RunContext) -> pd.DataFrame:
 
 
 def run_training_set(ctx: RunContext) -> dict[str, Any]:
-    """Build the training set by Feast historical retrieval over the logged impressions."""
+    """Build the training set by Feast historical retrieval over the logged impressions.
+
+    Raises:
+        ParityError: the on-demand view and the fast path differ by more than
+            ``checks.parity_tolerance`` (or their histories differ), naming the worst rows.
+    """
     from feature_repo.store import open_store
     from training.training_set import build_training_set, check_parity, materialize_side_features
 
@@ -61,6 +93,13 @@ def run_training_set(ctx: RunContext) -> dict[str, Any]:
     side_rows = materialize_side_features(ctx.cfg, store, ctx.dataset.items, ctx.dataset.users, online=True)
     summary = build_training_set(ctx.cfg, store, impressions, ctx.run_dir / TRAINING_SET)
     parity = check_parity(ctx.cfg, store, impressions, sample=300, seed=ctx.cfg.model.seed)
+    tol = ctx.cfg.checks.parity_tolerance
+    if not parity.ok_within(tol):
+        from infra.errors import ParityError
+
+        detail: list[dict[str, object]] = [{"histories_differ": parity.hist_mismatches}] \
+            if parity.hist_mismatches else []
+        raise ParityError("on-demand-view", parity.max_abs_diff, tol, detail + list(parity.worst))
     return {
         "rows": summary.rows, "rows_per_s": round(summary.rows_per_s, 1),
         "rows_without_history": summary.rows_without_history,

@@ -4,6 +4,8 @@
 * parity: for the same (user, candidates) at the end of the replay, Feast historical retrieval
   (offline) must equal the online features (``offline_online_max_abs_diff``), and the service's
   scores must equal the offline model's scores on the offline features (``serving_offline_max_abs_diff``);
+  a difference above ``checks.parity_tolerance`` fails the stage, naming the worst rows;
+* requests carry the ids as the dataset wrote them (strings stay strings), as a client would;
 * retrieval: ``/recommend`` (k=100) for >= 200 test users; recall@100 of their test-period clicked
   items, overall and for new items, beside a most-popular baseline with the same history exclusion.
 """
@@ -15,6 +17,7 @@ import logging
 import sys
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -82,21 +85,37 @@ def _rank_requests(ctx: RunContext, client: httpx.Client) -> tuple[list[dict[str
         own = test.loc[test["user_id"] == uid, "item_id"].unique()[:n_cands]
         fill = rng.choice(np.setdiff1d(all_items, own), size=n_cands - len(own), replace=False)
         cands = [int(i) for i in np.concatenate([own, fill])]
-        body = {"user_id": int(uid), "candidate_item_ids": cands}
+        # ids as the dataset wrote them: the service maps them like every other part
+        spelled = [ctx.dataset.item_key(i) for i in cands]
+        body = {"user_id": ctx.dataset.user_key(uid), "candidate_item_ids": spelled}
         t0 = time.perf_counter()
         r = client.post("/rank", json=body)
         latencies.append((time.perf_counter() - t0) * 1000)
         if r.status_code != 200:
             raise RuntimeError(f"/rank answered {r.status_code}: {r.text[:300]}")
-        requests.append({"request": body, "response": r.json()})
+        response = r.json()
+        if {str(it["item_id"]) for it in response["items"]} != {str(i) for i in spelled}:
+            raise RuntimeError(f"/rank answered other ids than it was asked about (user {body['user_id']})")
+        requests.append({"request": body, "response": response, "user": int(uid), "items": cands})
     return requests, latencies
 
 
+def _worst(rows: list[tuple[float, dict[str, Any]]], n: int = 5) -> list[dict[str, Any]]:
+    return [r for _, r in sorted(rows, key=lambda x: -x[0])[:n]]
+
+
 def _parity(ctx: RunContext, requests: list[dict[str, Any]]) -> dict[str, Any]:
-    """Offline (historical retrieval at t) vs online features, and service vs offline model scores."""
+    """Offline (historical retrieval at t) vs online features, and service vs offline model scores.
+
+    Raises:
+        ParityError: a difference above ``checks.parity_tolerance``, naming the worst users, items
+            and features.
+    """
     from feature_repo.online import OnlineFeatureReader
     from feature_repo.simtier import SIMTIER_COLUMNS
     from feature_repo.store import open_store
+    from infra.errors import ParityError
+    from infra.ids import id_to_int64
     from mmads.steps.modeling import item_vectors
     from training.models.ranker import Ranker
     from training.training_set import build_training_set
@@ -104,8 +123,7 @@ def _parity(ctx: RunContext, requests: list[dict[str, Any]]) -> dict[str, Any]:
     store = open_store(ctx.cfg)
     sample = requests[:N_PARITY_USERS]
     t = pd.Timestamp.now(tz="UTC")
-    entity = pd.DataFrame([(q["request"]["user_id"], i) for q in sample for i in q["request"]["candidate_item_ids"]],
-                          columns=["user_id", "item_id"])
+    entity = pd.DataFrame([(q["user"], i) for q in sample for i in q["items"]], columns=["user_id", "item_id"])
     entity["ts"] = t
     entity["clicked"] = np.int8(0)
     path = ctx.run_dir / "parity_offline.parquet"
@@ -115,23 +133,44 @@ def _parity(ctx: RunContext, requests: list[dict[str, Any]]) -> dict[str, Any]:
     reader = OnlineFeatureReader(store, ctx.cfg)
     ranker = Ranker.load(ctx.run_dir / "ctr" / "models" / DEFAULT_MODEL)
     offline_scores = ranker.score(offline, item_vectors(ctx))
-    feat_diff = score_diff = 0.0
-    side_mismatches = 0
+    feat_rows: list[tuple[float, dict[str, Any]]] = []
+    score_rows: list[tuple[float, dict[str, Any]]] = []
+    side_rows: list[dict[str, Any]] = []
     lo = 0
     for q in sample:
-        n = len(q["request"]["candidate_item_ids"])
+        n = len(q["items"])
         off = offline.iloc[lo:lo + n]
-        on = reader.read(q["request"]["user_id"], q["request"]["candidate_item_ids"])
-        feat_diff = max(feat_diff, float(np.abs(off[cols].to_numpy(np.float64) - on.simtier).max()),
-                        float(np.abs(np.stack(list(off["item_emb"])) - on.item_emb).max()))
-        side_mismatches += sum(not _same(a, b) for name, values in on.side.items()
-                               for a, b in zip(off[name].tolist(), values, strict=True))
-        served = {it["item_id"]: it["score"] for it in q["response"]["items"]}
-        svc = np.array([served[i] for i in q["request"]["candidate_item_ids"]])
-        score_diff = max(score_diff, float(np.abs(svc - offline_scores[lo:lo + n]).max()))
+        on = reader.read(q["user"], q["items"])
+        sim_gap = np.abs(off[cols].to_numpy(np.float64) - on.simtier)
+        emb_gap = np.abs(np.stack(list(off["item_emb"])) - on.item_emb).max(axis=1)
+        for j, item in enumerate(q["items"]):
+            c = int(np.argmax(sim_gap[j]))
+            gap, feature = (float(sim_gap[j, c]), cols[c]) if sim_gap[j, c] >= emb_gap[j] else \
+                (float(emb_gap[j]), "item_emb")
+            feat_rows.append((gap, {"user": ctx.dataset.user_key(q["user"]), "item": ctx.dataset.item_key(item),
+                                    "feature": feature, "diff": gap}))
+        for name, values in on.side.items():
+            side_rows += [{"user": ctx.dataset.user_key(q["user"]), "item": ctx.dataset.item_key(item),
+                           "feature": name, "offline": a, "online": b}
+                          for item, a, b in zip(q["items"], off[name].tolist(), values, strict=True) if not _same(a, b)]
+        served = {id_to_int64(it["item_id"]): it["score"] for it in q["response"]["items"]}
+        svc = np.array([served[i] for i in q["items"]])
+        gaps = np.abs(svc - offline_scores[lo:lo + n])
+        score_rows += [(float(g), {"user": ctx.dataset.user_key(q["user"]), "item": ctx.dataset.item_key(i),
+                                   "feature": "score", "served": float(a), "offline": float(b)})
+                       for g, i, a, b in zip(gaps, q["items"], svc, offline_scores[lo:lo + n], strict=True)]
         lo += n
+    feat_diff = max((g for g, _ in feat_rows), default=0.0)
+    score_diff = max((g for g, _ in score_rows), default=0.0)
+    tol = ctx.cfg.checks.parity_tolerance
+    if feat_diff > tol:
+        raise ParityError("offline-online", feat_diff, tol, _worst(feat_rows))
+    if side_rows:
+        raise ParityError(f"offline-online side-feature ({len(side_rows)} values differ)", 1.0, tol, side_rows)
+    if score_diff > tol:
+        raise ParityError("serving-offline", score_diff, tol, _worst(score_rows))
     return {"checked": int(len(entity)), "users": len(sample), "offline_online_max_abs_diff": feat_diff,
-            "serving_offline_max_abs_diff": score_diff, "side_feature_mismatches": side_mismatches}
+            "serving_offline_max_abs_diff": score_diff, "side_feature_mismatches": len(side_rows), "tolerance": tol}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -148,6 +187,7 @@ def _recall(recs: dict[int, list[int]], truth: dict[int, set[int]]) -> float:
 def _retrieval(ctx: RunContext, client: httpx.Client) -> tuple[dict[str, Any], list[float]]:
     from feature_repo.online import OnlineFeatureReader
     from feature_repo.store import open_store
+    from infra.ids import id_to_int64
 
     test, cut, new_items = _test_frame(ctx)
     clicked = test[test["clicked"] == 1].groupby("user_id")["item_id"].apply(set)
@@ -160,11 +200,11 @@ def _retrieval(ctx: RunContext, client: httpx.Client) -> tuple[dict[str, Any], l
     recs, pops, latencies = {}, {}, []
     for uid in tqdm(users, desc="/recommend", unit="req"):
         t0 = time.perf_counter()
-        r = client.post("/recommend", json={"user_id": int(uid), "k": K})
+        r = client.post("/recommend", json={"user_id": ctx.dataset.user_key(uid), "k": K})
         latencies.append((time.perf_counter() - t0) * 1000)
         if r.status_code != 200:
             raise RuntimeError(f"/recommend answered {r.status_code}: {r.text[:300]}")
-        recs[int(uid)] = [it["item_id"] for it in r.json()["items"]]
+        recs[int(uid)] = [id_to_int64(it["item_id"]) for it in r.json()["items"]]
         own = set(reader.read(int(uid), [int(popular[0])]).hist_item_ids.tolist())
         pops[int(uid)] = [int(i) for i in popular if i not in own][:K]
     truth = {int(u): clicked[u] for u in users}
@@ -186,7 +226,8 @@ def run_serve(ctx: RunContext) -> dict[str, Any]:
         requests, rank_ms = _rank_requests(ctx, client)
         parity = _parity(ctx, requests)
         retrieval, rec_ms = _retrieval(ctx, client)
-        similar = client.get(f"/similar/{int(ctx.dataset.items['item_id'].iloc[0])}", params={"k": 10})
+        first = ctx.dataset.item_key(int(ctx.dataset.items["item_id"].iloc[0]))
+        similar = client.get(f"/similar/{quote(str(first), safe='')}", params={"k": 10})
     if similar.status_code != 200:
         raise RuntimeError(f"/similar answered {similar.status_code}: {similar.text[:300]}")
     served_version = requests[0]["response"]["model_version"] if requests else None

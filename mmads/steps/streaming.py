@@ -97,23 +97,66 @@ def _split_backfill(ds: Dataset) -> tuple[Dataset, Dataset]:
     return backfill, live
 
 
+def dead_letters_by_topic(ctx: RunContext) -> dict[str, int]:
+    """Messages dead-lettered so far per input topic (from the jobs' stats files)."""
+    from streaming.stats import read_stats
+
+    out: dict[str, int] = {}
+    for doc in read_stats(ctx.cfg):
+        topic = str(doc.get("topic"))
+        out[topic] = out.get(topic, 0) + int(doc.get("dead_lettered", 0) or 0)  # type: ignore[call-overload]
+    return out
+
+
+def dataset_totals(ctx: RunContext) -> dict[str, int]:
+    """Events the replay publishes per topic name (the whole dataset)."""
+    t = ctx.cfg.kafka.topics
+    ds = ctx.dataset
+    return {t.items: len(ds.items), t.behaviors: len(ds.behaviors), t.impressions: len(ds.impressions)}
+
+
+def check_dead_letters(ctx: RunContext, totals: dict[str, int]) -> None:
+    """Fail as soon as a topic's dead letters exceed ``checks.max_dead_letter_share`` of its events.
+
+    Dead letters only grow, so comparing what was dead-lettered so far with the topic's total is
+    safe to do while the replay is still publishing.
+
+    Raises:
+        DeadLetterShareError: naming the topic and its most common dead-letter reasons with counts.
+    """
+    from infra.errors import DeadLetterShareError
+    from streaming.dlq import top_reasons
+
+    limit = ctx.cfg.checks.max_dead_letter_share
+    for topic, n in dead_letters_by_topic(ctx).items():
+        total = totals.get(topic, 0)
+        if n > limit * total:
+            raise DeadLetterShareError(topic, n, total, limit, top_reasons(ctx.cfg, topic))
+
+
 def run_replay(ctx: RunContext) -> dict[str, Any]:
     """Publish the dataset through Kafka: the catalogue first, then the live timeline.
 
     The catalogue (items created before the first event) is published and indexed first, as a real
     deployment bootstraps its index; then new items, behaviors and impressions follow merged in
-    time order at :data:`REPLAY_RATE` events/s.
+    time order at :data:`REPLAY_RATE` events/s. The dead-letter check (:func:`check_dead_letters`)
+    runs all along, so a broken event stream stops the run within seconds.
     """
     from streaming.stats import wait_caught_up
     from streaming.timeline import replay_timeline
 
     backfill, live = _split_backfill(ctx.dataset)
+    totals = dataset_totals(ctx)
+
+    def check() -> None:
+        check_dead_letters(ctx, totals)
+
     t0 = time.perf_counter()
-    first = replay_timeline(backfill, ctx.cfg)
+    first = replay_timeline(backfill, ctx.cfg, check=check)
     wait_caught_up(ctx.cfg, {ctx.cfg.kafka.topics.items: first[ctx.cfg.kafka.topics.items]},
-                   timeout_s=CATCH_UP_TIMEOUT_S)
+                   timeout_s=CATCH_UP_TIMEOUT_S, check=check)
     t1 = time.perf_counter()
-    counts = replay_timeline(live, ctx.cfg, rate=REPLAY_RATE)
+    counts = replay_timeline(live, ctx.cfg, rate=REPLAY_RATE, check=check)
     counts[ctx.cfg.kafka.topics.items] += first[ctx.cfg.kafka.topics.items]
     return {"published": counts, "backfill_items": len(backfill.items), "backfill_s": round(t1 - t0, 2),
             "live_items": [int(i) for i in live.items["item_id"]],
@@ -121,12 +164,18 @@ def run_replay(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_catch_up(ctx: RunContext) -> dict[str, Any]:
-    """Wait until every job committed what was published; then collect freshness and DLQ counts."""
+    """Wait until every job committed what was published; then collect freshness and DLQ counts.
+
+    Raises:
+        DeadLetterShareError: the jobs dead-lettered more than ``checks.max_dead_letter_share`` of a
+            topic's events (checked while waiting and once caught up).
+    """
     from streaming.stats import freshness_summary, read_freshness, wait_caught_up
 
     published = ctx.result("replay")["published"]
     t0 = time.perf_counter()
-    committed = wait_caught_up(ctx.cfg, published, timeout_s=CATCH_UP_TIMEOUT_S)
+    committed = wait_caught_up(ctx.cfg, published, timeout_s=CATCH_UP_TIMEOUT_S,
+                               check=lambda: check_dead_letters(ctx, published))
     behaviors = freshness_summary(ctx.cfg, "behaviors")
     samples = read_freshness(ctx.cfg, "items")
     samples = samples.sort_values("written_ms").drop_duplicates(["key", "produced_ms"])

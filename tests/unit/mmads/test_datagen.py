@@ -107,6 +107,7 @@ def test_text_only_mode_matches_apart_from_images(
     assert not (tmp_path / T.IMAGE_DIR).exists()
     assert (text_only.impressions, text_only.queries) == (summary.impressions, summary.queries)
     with_images = pd.read_parquet(root / "queries.parquet")
+    with_images["ts"] = with_images["ts"].dt.as_unit("ns")  # a loaded dataset holds nanosecond times
     pd.testing.assert_frame_equal(with_images.drop(columns="query_image_path"),
                                   ds.queries.drop(columns="query_image_path"))
     assert 0.2 < with_images["query_image_path"].notna().mean() < 0.4
