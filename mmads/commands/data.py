@@ -1,4 +1,4 @@
-"""``mmads data generate | validate``: the synthetic marketplace and the dataset format checks."""
+"""``mmads data generate | validate | import``: the synthetic marketplace, the format checks, imports."""
 
 from __future__ import annotations
 
@@ -39,6 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("dir", type=Path, nargs="?", help="the dataset directory, as a positional (same as --data)")
     val.add_argument("--no-decode", action="store_true", help="check image files exist but do not decode")
     val.set_defaults(handler=_validate)
+    imp = verbs.add_parser("import", help="build a dataset directory from CSV, JSON Lines or Parquet files, "
+                                          "then validate it (docs/data.md, Import)")
+    imp.add_argument("--out", required=True, type=Path, help="the dataset directory to write")
+    imp.add_argument("--mapping", type=Path, help="YAML mapping: per contract file, the source file and columns")
+    imp.add_argument("--map", action="append", default=[], metavar="FILE.COLUMN=SOURCE",
+                     help="a mapping entry, e.g. impressions.ts=unix_time or items.file=products.csv "
+                          "(repeatable; overrides the YAML)")
+    imp.add_argument("--no-decode", action="store_true", help="validate: check image files exist but do not decode")
+    imp.set_defaults(handler=_import)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -73,6 +82,18 @@ def refuse_non_empty(out: Path, *, force: bool) -> None:
     if not force and out.is_dir() and any(out.iterdir()):
         raise DatasetError(f"--out {out} is not empty; pass --force to replace the dataset files in it "
                            "(other files are left alone)")
+
+
+def _import(args: argparse.Namespace) -> int:
+    from mmads.commands.common import config_of
+    from mmads.importer import import_dataset, load_mapping
+
+    window = config_of(args).data.plausible_time_window
+    mapping = load_mapping(args.mapping, args.map, base_dir=Path.cwd())
+    summary = import_dataset(mapping, args.out)
+    print(f"wrote {args.out}: " + ", ".join(f"{n} {t}" for t, n in summary.rows.items()))
+    validate_and_print(args.out, decode_images=not args.no_decode, window=window)
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -122,7 +122,12 @@ def _parity(ctx: RunContext, requests: list[dict[str, Any]]) -> dict[str, Any]:
 
     store = open_store(ctx.cfg)
     sample = requests[:N_PARITY_USERS]
-    t = pd.Timestamp.now(tz="UTC")
+    # offline "as of just after the last event", not "now": the online rows hold the latest values,
+    # and a dataset's clock is its own (a 1990s log is decades before now, beyond the feature TTLs;
+    # a log running ahead of the wall clock would be cut at now)
+    ds = ctx.dataset
+    last = max(ds.behaviors["ts"].max(), ds.impressions["ts"].max(), ds.items["created_at"].max())
+    t = last + pd.Timedelta(seconds=1)
     entity = pd.DataFrame([(q["user"], i) for q in sample for i in q["items"]], columns=["user_id", "item_id"])
     entity["ts"] = t
     entity["clicked"] = np.int8(0)
