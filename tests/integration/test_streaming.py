@@ -401,3 +401,82 @@ def test_impression_logger_writes_the_label_log_once(base_cfg: MmadsConfig) -> N
         log[["user_id", "item_id", "clicked"]].reset_index(drop=True),
         imp[["user_id", "item_id", "clicked"]].reset_index(drop=True), check_dtype=False)
     assert (log["ts"].dt.as_unit("ns").to_numpy() == imp["ts"].dt.as_unit("ns").to_numpy()).all()
+
+
+def _librdkafka_send(cfg: MmadsConfig, topic: str, pairs: list[tuple[bytes, bytes]]) -> int:
+    """Publish with confluent-kafka (librdkafka), a client mmads does not use itself."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    # murmur2_random: the Java (and kafka-python) partitioner, so a key lands where kafka-python puts it
+    producer = confluent_kafka.Producer({"bootstrap.servers": cfg.kafka.servers, "client.id": "foreign",
+                                         "linger.ms": 5, "acks": 1, "partitioner": "murmur2_random"})
+    errors: list[str] = []
+
+    def report(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for key, value in pairs:
+        producer.produce(topic, key=key, value=value, on_delivery=report)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    assert errors == []
+    return len(pairs)
+
+
+def test_librdkafka_producer_events_are_processed_like_kafka_python(base_cfg: MmadsConfig, model_dir: Path,
+                                                                   jobs: list[Job]) -> None:
+    """Items, behaviors and impressions from confluent-kafka and kafka-python, mixed: all processed alike.
+
+    The events use what docs/events.md allows a foreign producer: string ids, 1990s times with a
+    UTC offset, side-feature fields on items.
+    """
+    from infra.ids import id_to_int64
+
+    cfg, first = _isolated(base_cfg)
+    n_items, n_events = 40, 400
+    rng = np.random.default_rng(11)
+    skus = [f"sku-{first}-{i}" for i in range(n_items)]
+    t0 = pd.Timestamp("1996-05-01T10:00:00+02:00")
+    items = [{"item_id": s, "title": f"striped linen shirt {i}", "category": f"c{i % 3}", "image_uri": None,
+              "created_at": (t0 + pd.Timedelta(seconds=i)).isoformat(), "price": float(i), "brand": "acme"}
+             for i, s in enumerate(skus)]
+    users = [f"u-{first}-{u}" for u in rng.integers(0, 25, n_events)]
+    picked = [skus[i] for i in rng.integers(0, n_items, n_events)]
+    times = [(t0 + pd.Timedelta(minutes=5, seconds=i)).isoformat() for i in range(n_events)]
+    behaviors = [{"user_id": u, "item_id": s, "action": "click", "ts": t} for u, s, t in zip(users, picked, times,
+                                                                                            strict=True)]
+    impressions = [{"user_id": u, "item_id": s, "clicked": i % 2, "ts": t}
+                   for i, (u, s, t) in enumerate(zip(users, picked, times, strict=True))]
+    t = cfg.kafka.topics
+    sent: dict[str, int] = {}
+    for topic, docs, key in ((t.items, items, "item_id"), (t.behaviors, behaviors, "user_id"),
+                             (t.impressions, impressions, "user_id")):
+        pairs = [(str(d[key]).encode(), encode_value(d)) for d in docs]
+        # half the entities from each client; one entity's events all from one client, in time order
+        mine = [int(p[0].rsplit(b"-", 1)[1]) % 2 == 0 for p in pairs]
+        sent[topic] = _librdkafka_send(cfg, topic, [p for p, m in zip(pairs, mine, strict=True) if m])
+        sent[topic] += publish(cfg, topic, [p for p, m in zip(pairs, mine, strict=True) if not m])  # kafka-python
+        if topic == t.items:  # items first, as a real catalogue precedes its events
+            jobs.append(Job(cfg, "streaming.item_indexer", "--model", str(model_dir)))
+            wait_caught_up(cfg, {t.items: sent[t.items]}, timeout_s=120)
+    jobs.append(Job(cfg, "streaming.behavior_job"))
+    jobs.append(Job(cfg, "streaming.impression_logger"))
+    wait_caught_up(cfg, sent, timeout_s=120)
+    assert sum(int(j.stats(cfg).get("dead_lettered", 0)) for j in jobs) == 0  # type: ignore[call-overload]
+    ids = [id_to_int64(s) for s in skus]
+    sink = MilvusSink(cfg, DIM)
+    assert sink.count() == n_items
+    assert sink.get_keys(ids) == dict(zip(ids, skus, strict=True))  # the spellings, both clients' items
+    assert all(v is not None for v in _online_items(cfg, np.array(ids)).values())
+    frame = pd.DataFrame({"user_id": [id_to_int64(u) for u in users], "item_id": [id_to_int64(s) for s in picked],
+                          "action": "click", "ts": pd.to_datetime(times, utc=True)})
+    expected = _expected_histories(frame, cfg.model.history_len)
+    _wait(lambda: _online_histories(cfg, sorted(expected)) == expected, 30, "the histories online")
+    _wait(lambda: read_impression_log(cfg)["user_id"].isin(set(frame["user_id"])).sum() == n_events, 30,
+          "the impression log")
+    log = read_impression_log(cfg)
+    log = log[log["user_id"].isin(set(frame["user_id"]))].sort_values("ts", kind="stable")
+    assert log["item_id"].tolist() == frame["item_id"].tolist()
+    assert log["ts"].dt.year.unique().tolist() == [1996]
+    for job in jobs:
+        assert job.stop() == 0
