@@ -374,3 +374,10 @@ def test_events_before_their_item_exists(tmp_path: Path, file: str) -> None:
     problems = _problems(_write(tmp_path, tables))
     assert any(p.startswith(f"{file}: ") and "dated before their item's created_at" in p for p in problems)
     assert any("first: item 1 at" in p for p in problems)
+
+
+def test_duplicate_users_are_refused(tmp_path: Path) -> None:
+    tables = _tables()
+    tables["users.parquet"] = pa.table({"user_id": pa.array(["7", "u8", "u8"]), "age": pa.array([1, 2, 3])})
+    problems = _problems(_write(tmp_path, tables))
+    assert problems == ["users.parquet: duplicate user_id at rows 2"]
