@@ -122,7 +122,8 @@ def _read(root: Path, file: str, problems: list[str]) -> pd.DataFrame | None:
             problems.append(f"{file}: missing")
         return None
     try:
-        return pq.read_table(path).to_pandas()
+        # strings as categoricals: ids of a 10M-row log are then codes plus a small table, not 10M objects
+        return pq.read_table(path).to_pandas(strings_to_categorical=True)
     except Exception as exc:  # noqa: BLE001 - any parquet failure is a dataset problem to report
         problems.append(f"{file}: cannot be read as parquet ({exc})")
         return None
@@ -251,6 +252,9 @@ def _frame(st: _State, file: str) -> pd.DataFrame:
     df = st.raw[file].copy()
     for col, values in st.out.get(file, {}).items():
         df[col] = values
+    for col in df.columns:  # text columns as plain object columns of str / None, as read before
+        if isinstance(df[col].dtype, pd.CategoricalDtype):
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
     return df
 
 

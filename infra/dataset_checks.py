@@ -56,6 +56,8 @@ def check_strings(file: str, s: pd.Series, col: str, problems: list[str]) -> Non
         problems.append(f"{file}: column '{col}' must be a string column, found {s.dtype}")
         return
     nonnull = s.dropna()
+    if isinstance(s.dtype, pd.CategoricalDtype) and all(isinstance(v, str) for v in s.cat.categories):
+        return
     bad = ~nonnull.map(lambda v: isinstance(v, str)).to_numpy(bool)
     if bad.any():
         positions = np.flatnonzero(s.notna().to_numpy())[bad]
@@ -83,7 +85,10 @@ def map_ids(file: str, s: pd.Series, col: str, problems: list[str]) -> tuple[np.
             return None, {}
         ids = s.to_numpy(np.int64)
         return ids, {}
-    codes, uniques = pd.factorize(s.astype(object), sort=False)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes, uniques = s.cat.codes.to_numpy(), pd.Index(s.cat.categories)
+    else:
+        codes, uniques = pd.factorize(s.astype(object), sort=False)
     mapped = np.empty(len(uniques), dtype=np.int64)
     bad_codes: list[int] = []
     first_error = ""
@@ -142,10 +147,13 @@ def check_side_column(file: str, s: pd.Series, col: str, problems: list[str]) ->
     """A side-feature column: numeric, boolean or string (nulls allowed); returns its kind."""
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
         return "numeric"
-    if pd.api.types.is_object_dtype(s.dtype):
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        if all(isinstance(v, str) for v in s.cat.categories):
+            return "string"
+    elif pd.api.types.is_object_dtype(s.dtype):
         if s.dropna().map(lambda v: isinstance(v, str)).all():
             return "string"
-    elif isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype):
+    elif pd.api.types.is_string_dtype(s.dtype):
         return "string"
     problems.append(f"{file}: side-feature column '{col}' must be numeric or string, found {s.dtype}")
     return None

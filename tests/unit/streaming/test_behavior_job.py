@@ -181,7 +181,7 @@ def test_malformed_events_are_dead_lettered_and_good_ones_applied(tmp_path: Path
     h = Harness(_cfg(tmp_path), known=set(range(100)))
     df = _behaviors(10)
     recs = _records(df, partitions=1)
-    mistyped = {"user_id": "1", "item_id": 2, "action": "click", "ts": "2024-01-01T00:00:00Z"}
+    mistyped = {"user_id": 1.5, "item_id": 2, "action": "click", "ts": "2024-01-01T00:00:00Z"}  # not an id
     values = [b"{oops", json.dumps({"user_id": 1}).encode(), json.dumps(mistyped).encode()]
     bad = [Rec("behaviors", 0, 100 + i, b"x", v) for i, v in enumerate(values)]
     letters = h.job.process(recs[:5] + bad + recs[5:])
