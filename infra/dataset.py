@@ -205,7 +205,7 @@ def _check_ids(st: _State) -> None:
             chk.check_unknown(file, "item_id", ids, known, st.raw[file]["item_id"], "items", st.problems)
     created = st.converted("items.parquet", "created_at")
     if created is not None and not dup.any():
-        by_item = pd.Series(created.to_numpy(), index=item_ids)
+        by_item = pd.Series(created.dt.as_unit("ns").astype("int64").to_numpy(), index=item_ids)
         for file in ("behaviors.parquet", "impressions.parquet"):
             ids, ts = st.converted(file, "item_id"), st.converted(file, "ts")
             if ids is not None and ts is not None and np.isin(ids, known).all():

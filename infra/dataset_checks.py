@@ -194,15 +194,22 @@ def check_unknown(file: str, col: str, ids: np.ndarray, known: np.ndarray, raw: 
 
 
 def check_before_created(file: str, ids: np.ndarray, ts: pd.Series, created: pd.Series, problems: list[str]) -> None:
-    """Events dated before their item's ``created_at`` (the item is not indexed yet then)."""
-    when = created.reindex(ids).to_numpy()
-    bad = np.asarray(ts.to_numpy() < when)
+    """Events dated before their item's ``created_at`` (the item is not indexed yet then).
+
+    Args:
+        ids: the events' int64 item ids (all in the catalogue).
+        ts: the events' times (nanoseconds, UTC).
+        created: epoch nanoseconds (int64) of each item's ``created_at``, indexed by item id.
+    """
+    when = created.reindex(ids).to_numpy(np.int64)  # int64 throughout: 10M Timestamp objects would be GBs
+    t = ts.dt.as_unit("ns").astype("int64").to_numpy()
+    bad = t < when
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         problems.append(
             f"{file}: {int(bad.sum())} rows are dated before their item's created_at, at {_where(bad)} "
-            f"(first: item {ids[i]} at {pd.Timestamp(ts.iloc[i]).isoformat()}, created "
-            f"{pd.Timestamp(when[i]).isoformat()})")
+            f"(first: item {ids[i]} at {pd.Timestamp(int(t[i]), tz='UTC').isoformat()}, created "
+            f"{pd.Timestamp(int(when[i]), tz='UTC').isoformat()})")
 
 
 def check_images(root: Path, file: str, df: pd.DataFrame, col: str, problems: list[str], decode: bool) -> None:
