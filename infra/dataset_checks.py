@@ -197,9 +197,11 @@ def check_before_created(file: str, ids: np.ndarray, ts: pd.Series, created: pd.
     """Events dated before their item's ``created_at`` (the item is not indexed yet then).
 
     Args:
+        file: the events' file name (for the message).
         ids: the events' int64 item ids (all in the catalogue).
         ts: the events' times (nanoseconds, UTC).
         created: epoch nanoseconds (int64) of each item's ``created_at``, indexed by item id.
+        problems: where the problem line goes.
     """
     when = created.reindex(ids).to_numpy(np.int64)  # int64 throughout: 10M Timestamp objects would be GBs
     t = ts.dt.as_unit("ns").astype("int64").to_numpy()
