@@ -153,6 +153,21 @@ def test_main_job_on_imported_shop_log(tmp_path: Path):
     assert report["data"]["string_item_ids"] == 160 and report["data"]["item_side_features"] == ["price", "brand"]
 
 
+@pytest.mark.parametrize("years", [-54, 176])
+def test_main_job_in_1970_and_2200(tmp_path: Path, years: int):
+    """Any time nanoseconds hold is valid everywhere: validate, the jobs, Feast, Milvus, the service."""
+    from tests.real_world import reshape
+
+    src = tmp_path / "generated"
+    generate_dataset(src, seed=5, scale=0.02, image_size=16, images=False, progress=False)
+    data = reshape(src, tmp_path / "data", years=years)
+    out = tmp_path / "run"
+    res = _run(tmp_path, data, out)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = _check_report(out, data, scl_trained=False)
+    assert report["data"]["cut_time"].startswith(str(2024 + years))
+
+
 def test_main_job_stops_on_a_broken_event_stream(tmp_path: Path):
     """Garbage on the behaviors topic: the run stops at the dead-letter check naming topic and reason."""
     from kafka import KafkaProducer
