@@ -424,7 +424,7 @@ def _librdkafka_send(cfg: MmadsConfig, topic: str, pairs: list[tuple[bytes, byte
 
 
 def test_librdkafka_producer_events_are_processed_like_kafka_python(base_cfg: MmadsConfig, model_dir: Path,
-                                                                   jobs: list[Job]) -> None:
+                                                                   jobs: list[Job], tmp_path: Path) -> None:
     """Items, behaviors and impressions from confluent-kafka and kafka-python, mixed: all processed alike.
 
     The events use what docs/events.md allows a foreign producer: string ids, 1990s times with a
@@ -433,6 +433,9 @@ def test_librdkafka_producer_events_are_processed_like_kafka_python(base_cfg: Mm
     from infra.ids import id_to_int64
 
     cfg, first = _isolated(base_cfg)
+    # its own state dir: the impression log dedupes by (partition, offset), which other tests' topics share
+    cfg = cfg.with_overrides(state_dir=tmp_path / "state")
+    apply_repo(cfg)
     n_items, n_events = 40, 400
     rng = np.random.default_rng(11)
     skus = [f"sku-{first}-{i}" for i in range(n_items)]
