@@ -178,7 +178,7 @@ def _check_file(st: _State, file: str, df: pd.DataFrame) -> None:
             _check_column(st, file, df, col, kind)
     extra = [c for c in df.columns if c not in columns and c not in optional]
     if file in SIDE_FEATURE_FILES:
-        kinds = {c: chk.check_side_column(file, df[c], c, st.problems) for c in extra}
+        kinds = {c: chk.check_side_column(file, df[c], c, st.notes) for c in extra}
         st.side[file] = {c: k for c, k in kinds.items() if k is not None}
     elif extra:
         st.notes.append(f"{file}: columns {extra} are not part of the format and are ignored")

@@ -143,8 +143,11 @@ def check_clicked(s: pd.Series, problems: list[str]) -> None:
         problems.append(f"impressions.parquet: clicked not 0/1 at {_where(bad)}")
 
 
-def check_side_column(file: str, s: pd.Series, col: str, problems: list[str]) -> str | None:
-    """A side-feature column: numeric, boolean or string (nulls allowed); returns its kind."""
+def check_side_column(file: str, s: pd.Series, col: str, notes: list[str]) -> str | None:
+    """A side-feature column's kind: ``numeric`` (numbers, booleans) or ``string``.
+
+    Columns of other types are noted and ignored (None).
+    """
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
         return "numeric"
     if isinstance(s.dtype, pd.CategoricalDtype):
@@ -155,7 +158,7 @@ def check_side_column(file: str, s: pd.Series, col: str, problems: list[str]) ->
             return "string"
     elif pd.api.types.is_string_dtype(s.dtype):
         return "string"
-    problems.append(f"{file}: side-feature column '{col}' must be numeric or string, found {s.dtype}")
+    notes.append(f"{file}: column '{col}' ({s.dtype}) is neither numeric nor string: not a side feature, ignored")
     return None
 
 

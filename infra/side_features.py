@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from infra.config import MmadsConfig, SideFeature
-from infra.dataset import SCHEMA, Dataset
+from infra.dataset import Dataset
 from infra.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def infer_kind(name: str, series: pd.Series) -> str | None:
 
 
 def _extra_columns(ds: Dataset) -> dict[str, list[str]]:
-    items = [c for c in ds.items.columns if c not in SCHEMA["items.parquet"]]
+    items = ds.item_side_columns  # beyond the contract's columns, optional ones (image_path) included
     users = [c for c in ds.users.columns if c != "user_id"] if ds.users is not None else []
     return {"items": items, "users": users}
 

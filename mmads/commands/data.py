@@ -40,10 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--no-decode", action="store_true", help="check image files exist but do not decode")
     val.set_defaults(handler=_validate)
     imp = verbs.add_parser("import", help="build a dataset directory from CSV, JSON Lines or Parquet files, "
-                                          "then validate it (docs/data.md, Import)")
-    imp.add_argument("--out", required=True, type=Path, help="the dataset directory to write")
+                                          "then validate it (docs/data.md, Import)",
+                           epilog="example:\n  mmads data import --mapping tests/data/shop_log/mapping.yaml "
+                                  "--out runs/shop-data")
+    imp.add_argument("--out", required=True, type=Path, metavar="DIR", help="the dataset directory to write")
     imp.add_argument("--mapping", type=Path, help="YAML mapping: per contract file, the source file and columns")
-    imp.add_argument("--map", action="append", default=[], metavar="FILE.COLUMN=SOURCE",
+    imp.add_argument("--map", action="append", default=None, metavar="FILE.COLUMN=SOURCE",
                      help="a mapping entry, e.g. impressions.ts=unix_time or items.file=products.csv "
                           "(repeatable; overrides the YAML)")
     imp.add_argument("--no-decode", action="store_true", help="validate: check image files exist but do not decode")
@@ -89,7 +91,7 @@ def _import(args: argparse.Namespace) -> int:
     from mmads.importer import import_dataset, load_mapping
 
     window = config_of(args).data.plausible_time_window
-    mapping = load_mapping(args.mapping, args.map, base_dir=Path.cwd())
+    mapping = load_mapping(args.mapping, args.map or [], base_dir=Path.cwd())
     summary = import_dataset(mapping, args.out)
     print(f"wrote {args.out}: " + ", ".join(f"{n} {t}" for t, n in summary.rows.items()))
     validate_and_print(args.out, decode_images=not args.no_decode, window=window)
@@ -127,8 +129,8 @@ def validate_and_print(root: Path, *, decode_images: bool, window: TimeWindow | 
     )
     t = ds.impressions["ts"]
     print(f"  impressions from {t.min().isoformat()} to {t.max().isoformat()}")
+    for note in res.notes:
+        print(f"  note: {note}")
     side = discover_side_features(ds)
     print("side features (used unless config data.side_features says otherwise): "
           + (", ".join(f"{s.name} ({s.kind}, {s.source})" for s in side) or "none"))
-    for note in res.notes:
-        print(f"  note: {note}")

@@ -150,7 +150,8 @@ def test_main_job_on_imported_shop_log(tmp_path: Path):
     assert "[scl] trained nothing" in res.stdout
     report = _check_report(out, data, scl_trained=False)
     assert report["counts"]["published"] == {"items": 160, "behaviors": 1794, "impressions": 3334}
-    assert report["data"]["string_item_ids"] == 160 and report["data"]["item_side_features"] == ["price", "brand"]
+    assert report["data"]["string_item_ids"] == 160
+    assert report["data"]["side_features"] == ["price (numeric, items)", "brand (categorical, items)"]
 
 
 @pytest.mark.parametrize("years", [-54, 176])

@@ -337,12 +337,14 @@ def test_side_features_are_accepted_and_listed(tmp_path: Path) -> None:
     assert any("users.parquet: 1 users of the events have no row" in n for n in res.notes)
 
 
-def test_side_feature_of_another_type_is_refused(tmp_path: Path) -> None:
+def test_side_column_of_another_type_is_noted_and_ignored(tmp_path: Path) -> None:
     tables = _tables()
     tables["items.parquet"] = tables["items.parquet"].append_column(
         "tags", pa.array([["a"], [], None], pa.list_(pa.string())))
-    problems = _problems(_write(tmp_path, tables))
-    assert problems == ["items.parquet: side-feature column 'tags' must be numeric or string, found object"]
+    res = check_dataset(_write(tmp_path, tables))
+    assert res.problems == [] and res.side_features == {"items.parquet": {}}
+    assert ("items.parquet: column 'tags' (object) is neither numeric nor string: not a side feature, ignored"
+            in res.notes)
 
 
 def test_no_users_file_means_users_is_none(valid: Path) -> None:

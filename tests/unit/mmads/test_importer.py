@@ -19,7 +19,9 @@ SHOP = Path(__file__).resolve().parents[2] / "data" / "shop_log"
 def test_shipped_shop_log_imports_and_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "import", "--mapping", str(SHOP / "mapping.yaml"), "--out", str(tmp_path / "ds")]) == 0
     out = capsys.readouterr().out
-    assert "is valid: 160 items" in out and "side features of items.parquet: price (numeric), brand (string)" in out
+    assert "is valid: 160 items" in out
+    assert "side features (used unless config data.side_features says otherwise): price (numeric, items), " \
+           "brand (categorical, items)" in out
     res = check_dataset(tmp_path / "ds")
     assert res.dataset is not None
     ds = res.dataset
