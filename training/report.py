@@ -246,6 +246,7 @@ def plot_epochs(section: Mapping[str, Mapping[str, Any]], path: Path) -> None:
                 ax.plot(c["epochs"][:len(c[key])], c[key], marker="o", label=label)
         if c.get("best_epoch"):
             ax.axvline(c["best_epoch"], color="grey", ls="--", lw=1, label="kept epoch")
+        ax.set_xticks(c["epochs"])
         ax.set_title("id_only (ID model)" if name == "id_only" else "MAKE (multimodal module)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("AUC")
