@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from infra.config import MmadsConfig, load_config
 from infra.processes import free_port
@@ -19,3 +22,34 @@ def make_config(state_dir: Path, **overrides: object) -> MmadsConfig:
     }
     changes.update(overrides)
     return base.with_overrides(**changes)
+
+
+class OnlineReplay:
+    """Behaviors folded by the shared history step and written to the online store, in time order.
+
+    ``advance(t)`` applies every behavior stamped strictly before ``t`` (the point-in-time rule), so
+    the online row of a user is then the state a request at ``t`` reads.
+    """
+
+    def __init__(self, store: Any, behaviors: pd.DataFrame, vectors: Any, n: int) -> None:
+        self.store, self.vectors, self.n = store, vectors, n
+        self.behaviors = behaviors.sort_values("ts", kind="stable").reset_index(drop=True)
+        self.states: dict[int, Any] = {}
+        self._next = 0
+
+    def advance(self, t: pd.Timestamp) -> None:
+        """Fold and write online every behavior before ``t`` not applied yet."""
+        from feature_repo.history import BehaviorEvent, HistoryState, step
+        from feature_repo.store import write_online_users
+
+        beh, pending = self.behaviors, []
+        while self._next < len(beh) and beh.ts[self._next] < t:
+            e = beh.iloc[self._next]
+            self.states[e.user_id], snap = step(self.states.get(e.user_id, HistoryState.empty(self.n)),
+                                                BehaviorEvent(e.user_id, e.item_id, e.action, e.ts))
+            pending.append({"user_id": snap.user_id, "hist_item_ids": list(snap.hist_item_ids),
+                            "hist_emb_flat": self.vectors.flat(snap.hist_item_ids),
+                            "last_event_ts": snap.last_event_ts, "event_timestamp": snap.event_timestamp})
+            self._next += 1
+        if pending:
+            write_online_users(self.store, pd.DataFrame(pending))

@@ -20,9 +20,9 @@ from feature_repo.store import (
     to_arrow,
     write_online_items,
     write_online_rows,
-    write_online_users,
 )
 from infra.config import MmadsConfig, load_config
+from tests.support import OnlineReplay
 from training.training_set import (
     build_training_set,
     check_parity,
@@ -177,25 +177,14 @@ def _replay_and_compare(cfg: MmadsConfig, store, data, training_df: pd.DataFrame
     _write_items_online(store, data)
     vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
     reader = OnlineFeatureReader(store, cfg)
-    beh = data["behaviors"].sort_values("ts").reset_index(drop=True)
-    states: dict[int, HistoryState] = {}
-    nxt, worst = 0, 0.0
+    replay = OnlineReplay(store, data["behaviors"], vec, N)
+    worst = 0.0
     order = training_df.sort_values("ts").index[::3]  # a sample of (user, item, t)
     for idx in order:
         row = training_df.loc[idx]
-        pending = []
-        while nxt < len(beh) and beh.ts[nxt] < row.ts:
-            e = beh.iloc[nxt]
-            states[e.user_id], snap = step(states.get(e.user_id, HistoryState.empty(N)),
-                                           BehaviorEvent(e.user_id, e.item_id, e.action, e.ts))
-            pending.append({"user_id": snap.user_id, "hist_item_ids": list(snap.hist_item_ids),
-                            "hist_emb_flat": vec.flat(snap.hist_item_ids),
-                            "last_event_ts": snap.last_event_ts, "event_timestamp": snap.event_timestamp})
-            nxt += 1
-        if pending:
-            write_online_users(store, pd.DataFrame(pending))
+        replay.advance(row.ts)
         got = reader.read(int(row.user_id), [int(row.item_id)])
-        if int(row.user_id) in states:
+        if int(row.user_id) in replay.states:
             assert tuple(got.hist_item_ids) == tuple(row.hist_item_ids)
         offline = row[SIMTIER_COLUMNS(TIERS)].to_numpy(np.float64)
         worst = max(worst, float(np.abs(got.simtier[0] - offline).max()))

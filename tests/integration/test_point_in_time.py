@@ -18,8 +18,9 @@ from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, looku
 from feature_repo.online import OnlineFeatureReader
 from feature_repo.schema import USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS
-from feature_repo.store import append_offline, apply_repo, write_online_items, write_online_users
+from feature_repo.store import append_offline, apply_repo, write_online_items
 from infra.config import MmadsConfig, load_config
+from tests.support import OnlineReplay
 from training.training_set import build_training_set, check_parity, materialize_from_dataset
 
 pytestmark = pytest.mark.integration
@@ -120,22 +121,11 @@ def test_online_state_before_t_equals_offline_at_t(built):
     write_online_items(store, items)
     vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
     reader = OnlineFeatureReader(store, cfg)
-    beh = data["behaviors"].sort_values("ts", kind="stable").reset_index(drop=True)
-    states: dict[int, HistoryState] = {}
-    nxt = checked = 0
+    replay = OnlineReplay(store, data["behaviors"], vec, N)
+    checked = 0
     for row in df.sort_values("ts", kind="stable").iloc[::4].itertuples():
-        pending = []
-        while nxt < len(beh) and beh.ts[nxt] < row.ts:
-            e = beh.iloc[nxt]
-            states[e.user_id], snap = step(states.get(e.user_id, HistoryState.empty(N)),
-                                           BehaviorEvent(e.user_id, e.item_id, e.action, e.ts))
-            pending.append({"user_id": snap.user_id, "hist_item_ids": list(snap.hist_item_ids),
-                            "hist_emb_flat": vec.flat(snap.hist_item_ids), "last_event_ts": snap.last_event_ts,
-                            "event_timestamp": snap.event_timestamp})
-            nxt += 1
-        if pending:
-            write_online_users(store, pd.DataFrame(pending))
-        if int(row.user_id) not in states:
+        replay.advance(row.ts)
+        if int(row.user_id) not in replay.states:
             continue
         got = reader.read(int(row.user_id), [int(row.item_id)])
         assert tuple(got.hist_item_ids) == tuple(row.hist_item_ids)
