@@ -60,6 +60,10 @@ class _Prepared:
     vec_dim: int
     side: SideEncoder | None = None
 
+    def fit_and_valid(self) -> tuple[CTRInputs, CTRInputs]:
+        """The fit rows and the validation slice (the train rows are in time order: fit rows first)."""
+        return self.train.select(slice(0, self.n_fit)), self.train.select(slice(self.n_fit, None))
+
 
 @dataclass
 class _Runs:
@@ -118,7 +122,7 @@ def _epoch_study(prep: _Prepared, cfg: MmadsConfig, seed: int) -> dict[str, Any]
     ctr = cfg.model.ctr
     mc = model_config("id_only", prep.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
                       n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim, side=prep.side)
-    fit, valid = prep.train.select(slice(0, prep.n_fit)), prep.train.select(slice(prep.n_fit, None))
+    fit, valid = prep.fit_and_valid()
     curves = epoch_curve(mc, fit, {"valid": valid, "test": prep.test}, ctr, seed=seed, epochs=ctr.epoch_study)
     return {"epochs": list(range(1, ctr.epoch_study + 1)), "valid_auc": curves["valid"], "test_auc": curves["test"]}
 
@@ -135,7 +139,7 @@ def _train_seed(prep: _Prepared, cfg: MmadsConfig, models: Sequence[str], seed: 
         mc = model_config("make", prep.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
                           n_tiers=cfg.model.n_tiers, vec_dim=prep.vec_dim)
         assert mc.make is not None  # "make" always carries a MAKE part
-        fit, valid = prep.train.select(slice(0, prep.n_fit)), prep.train.select(slice(prep.n_fit, None))
+        fit, valid = prep.fit_and_valid()
         make, make_log = fit_make(fit, valid, mc.make, ctr, seed=seed, progress=progress,
                                   probe=prep.test if study else None)
         if study:
