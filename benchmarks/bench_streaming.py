@@ -15,6 +15,11 @@ dataset (``--scale 10``; quick: scale 1) and the pretrained encoder with 64 px i
    (the restore time is reported apart), event -> Feast online, p99;
 5. scale-out: the same backlog on fresh topics consumed by two processes in one group; ratio of rates.
 
+``--bursty`` measures instead how a second-resolution log replays: every event of a log second is
+sent at once, then nothing until the next second. ``BURSTS`` bursts of ``burst_size`` items go to
+the deployed indexers, then ``BURSTS`` bursts of behaviors to a caught-up behavior job (all items
+indexed first, so no behavior waits for its item); freshness p50/p99 per kind, over all bursts.
+
 Throughputs are medians of ``REPEATS`` runs, each on fresh topics (and, for the indexer, a fresh
 Milvus collection); the one- and two-process behavior runs alternate and the scale-out is the median
 of the per-round ratios, so a noisy minute on this shared VM moves one sample, not the result.
@@ -51,6 +56,8 @@ REPEATS = 3
 # (6,000 scale-10 items, 2 rounds): a 2-thread process waits at every parallel region whenever the
 # broker, Milvus or its own I/O holds one of the two cores.
 INDEXER_PROCESSES = 2
+BURSTS = 6
+BURST_PAUSE_S = 3.0
 
 
 class _Job:
@@ -265,11 +272,76 @@ def _measure(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool) -> dic
     return res
 
 
-def run(quick: bool) -> dict[str, Any]:
+def _bursts(cfg: MmadsConfig, topic: str, pairs: list[tuple[bytes, bytes]], size: int) -> int:
+    """Publish ``pairs`` as bursts of ``size`` messages (one send each), ``BURST_PAUSE_S`` apart."""
+    from streaming.replay import publish
+
+    sent = 0
+    for start in range(0, len(pairs), size):
+        began = time.monotonic()
+        sent += publish(cfg, topic, pairs[start:start + size])
+        time.sleep(max(0.0, BURST_PAUSE_S - (time.monotonic() - began)))
+    return sent
+
+
+def _item_pairs(root: Path, items: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+    from streaming.events import dataset_events
+
+    ds = Dataset(root, items, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    return [(k, v) for _, k, v in dataset_events(ds, "items")]
+
+
+def _percentiles(df: pd.DataFrame, prefix: str) -> dict[str, float]:
+    lat = (df["written_ms"] - df["produced_ms"]).to_numpy(dtype=np.float64)
+    if len(lat) == 0:
+        return {f"{prefix}_p50_ms": float("nan"), f"{prefix}_p99_ms": float("nan"), f"{prefix}_max_ms": float("nan")}
+    return {f"{prefix}_p50_ms": float(np.percentile(lat, 50)), f"{prefix}_p99_ms": float(np.percentile(lat, 99)),
+            f"{prefix}_max_ms": float(lat.max())}
+
+
+def _bursty(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool) -> dict[str, Any]:
+    """Item and behavior freshness when a log second's events arrive in one burst (see the docstring)."""
+    items = ds.items.sort_values("created_at", kind="stable")
+    item_burst = 400 if quick else 1000
+    fresh, rest = items.iloc[:BURSTS * item_burst], items.iloc[BURSTS * item_burst:]
+    deployed = cfg.with_overrides(streaming={"encoder_threads": 1})
+    jobs = _indexers(deployed, "items-bursty", model_dir, INDEXER_PROCESSES)
+    try:
+        for job in jobs:
+            job.wait_assigned()
+        t0 = int(time.time() * 1000)
+        _bursts(cfg, cfg.kafka.topics.items, _item_pairs(ds.root, fresh), item_burst)
+        keys = set(fresh["item_id"].tolist())
+        res = _percentiles(_wait_rows(cfg, "items", len(keys), t0, 120, keys), "bursty_item_freshness")
+        t1 = int(time.time() * 1000)
+        _bursts(cfg, cfg.kafka.topics.items, _item_pairs(ds.root, rest), len(rest))  # behaviors look their items up
+        _wait_rows(cfg, "items", len(rest), t1, 600, set(rest["item_id"].tolist()))
+    finally:
+        for job in jobs:
+            job.stop()
+    beh_burst = 5000 if quick else 20000
+    beh = ds.behaviors.sort_values("ts", kind="stable").iloc[:BURSTS * beh_burst]
+    bcfg = _isolated(cfg, "bursty")
+    job = _Job(bcfg, "streaming.behavior_job", "behaviors-bursty")
+    try:
+        job.wait_assigned()
+        job.wait_for("changelog records in")
+        time.sleep(0.5)
+        t2 = int(time.time() * 1000)
+        sent = _bursts(bcfg, bcfg.kafka.topics.behaviors, _behavior_pairs(beh), beh_burst)
+        res.update(_percentiles(_wait_rows(bcfg, "behaviors", sent, t2, 120), "bursty_behavior_freshness"))
+    finally:
+        job.stop()
+    res.update(burst_size=item_burst, behavior_burst_size=beh_burst, bursts=BURSTS, burst_pause_s=BURST_PAUSE_S)
+    return res
+
+
+def run(quick: bool, bursty: bool = False) -> dict[str, Any]:
     """Run the streaming benchmark (see the module docstring) and print a table.
 
     Args:
         quick: a scale-1 dataset (~4k items), 300 fresh items, up to 40k behaviors; else scale 10.
+        bursty: measure only the bursty replay (``bursty_*`` keys, ``burst_size``).
 
     Returns:
         ``item_freshness_p50_ms``, ``item_freshness_p99_ms``, ``indexer_items_per_s``,
@@ -292,11 +364,11 @@ def run(quick: bool) -> dict[str, Any]:
             apply_repo(cfg)
             model_dir = work / "model"
             pretrained_encoder(cfg, seed=0, use_images=True).save(model_dir)
-            res = _measure(cfg, ds, model_dir, quick)
+            res = (_bursty if bursty else _measure)(cfg, ds, model_dir, quick)
         finally:
             stack.down(cfg)
     res.update(quick=quick, scale=scale, items=len(ds.items), behaviors=len(ds.behaviors))
-    print_table(res)
+    (print_bursty if bursty else print_table)(res)
     return res
 
 
@@ -318,3 +390,14 @@ def print_table(res: dict[str, Any]) -> None:
           f"{res['items']:,} items, {res['behaviors']:,} behaviors)")
     for name, value, target in rows:
         print(f"  {name:66s} {value:>10,.1f}" + (f"   target {target}" if target else ""))
+
+
+def print_bursty(res: dict[str, Any]) -> None:
+    """Print the bursty replay's freshness next to the issue's targets."""
+    print(f"streaming benchmark, bursty replay ({'quick' if res['quick'] else 'full'}, scale {res['scale']:g}: "
+          f"{res['bursts']} bursts {res['burst_pause_s']:g} s apart)")
+    for kind, size in (("item", res["burst_size"]), ("behavior", res["behavior_burst_size"])):
+        for q, target in (("p50", ""), ("p99", "<= 1000")):
+            name = f"{kind} freshness {q} ms (bursts of {size:,})"
+            value = res[f"bursty_{kind}_freshness_{q}_ms"]
+            print(f"  {name:66s} {value:>10,.1f}" + (f"   target {target}" if target else ""))

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=BENCHMARKS, help="which benchmark")
     p.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    p.add_argument("--bursty", action="store_true",
+                   help="streaming only: replay in bursts (a log second's events at once) and measure freshness")
     p.set_defaults(handler=_bench)
 
 
@@ -29,7 +31,9 @@ def _bench(args: argparse.Namespace) -> int:
         if exc.name == f"benchmarks.bench_{args.name}":
             raise MmadsError(f"benchmark '{args.name}' is not implemented yet") from None
         raise
-    results = module.run(quick=args.quick)
+    if args.bursty and args.name != "streaming":
+        raise MmadsError(f"--bursty applies to the streaming benchmark, not '{args.name}'")
+    results = module.run(quick=args.quick, **({"bursty": True} if args.bursty else {}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str))
