@@ -35,6 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,26 +142,36 @@ def _indexers(cfg: MmadsConfig, name: str, model_dir: Path, processes: int) -> l
             for k in range(processes)]
 
 
+@contextmanager
+def _deployed_indexers(cfg: MmadsConfig, name: str, model_dir: Path) -> Iterator[list[_Job]]:
+    """The indexer as deployed (a process per core, one torch thread each), assigned its partitions.
+
+    The processes are stopped on leaving, also when one never got its partitions.
+    """
+    jobs = _indexers(cfg.with_overrides(streaming={"encoder_threads": 1}), name, model_dir, INDEXER_PROCESSES)
+    try:
+        for job in jobs:
+            job.wait_assigned()
+        yield jobs
+    finally:
+        for job in jobs:
+            job.stop()
+
+
 def _items_phase(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool) -> dict[str, Any]:
     from streaming.replay import replay
 
     items = ds.items.sort_values("created_at", kind="stable")
     n_fresh = 300 if quick else 1500
     fresh, backlog = items.iloc[:n_fresh], items.iloc[n_fresh:]
-    deployed = cfg.with_overrides(streaming={"encoder_threads": 1})
-    jobs = _indexers(deployed, "items", model_dir, INDEXER_PROCESSES)
-    try:
-        for job in jobs:
-            job.wait_assigned()
+    with _deployed_indexers(cfg, "items", model_dir):
         t0 = int(time.time() * 1000)
         sub = Dataset(ds.root, fresh, ds.behaviors.iloc[:0], ds.impressions.iloc[:0], ds.queries)
         replay(sub, cfg, "items", rate=FRESH_ITEMS_RATE, progress=False)
         keys = set(fresh["item_id"].tolist())
         df = _wait_rows(cfg, "items", len(keys), t0, 60, keys)
         lat = (df["written_ms"] - df["produced_ms"]).to_numpy()
-    finally:
-        for job in jobs:
-            job.stop()
+    deployed = cfg.with_overrides(streaming={"encoder_threads": 1})
     # alone on the machine, one process may take both cores (the demo gives it one: it shares them)
     single = cfg.with_overrides(streaming={"encoder_threads": 2})
     deployed_rates: list[float] = []
@@ -304,11 +316,7 @@ def _bursty(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool) -> dict
     items = ds.items.sort_values("created_at", kind="stable")
     item_burst = 400 if quick else 1000
     fresh, rest = items.iloc[:BURSTS * item_burst], items.iloc[BURSTS * item_burst:]
-    deployed = cfg.with_overrides(streaming={"encoder_threads": 1})
-    jobs = _indexers(deployed, "items-bursty", model_dir, INDEXER_PROCESSES)
-    try:
-        for job in jobs:
-            job.wait_assigned()
+    with _deployed_indexers(cfg, "items-bursty", model_dir):
         t0 = int(time.time() * 1000)
         _bursts(cfg, cfg.kafka.topics.items, _item_pairs(ds.root, fresh), item_burst)
         keys = set(fresh["item_id"].tolist())
@@ -316,9 +324,6 @@ def _bursty(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool) -> dict
         t1 = int(time.time() * 1000)
         _bursts(cfg, cfg.kafka.topics.items, _item_pairs(ds.root, rest), len(rest))  # behaviors look their items up
         _wait_rows(cfg, "items", len(rest), t1, 600, set(rest["item_id"].tolist()))
-    finally:
-        for job in jobs:
-            job.stop()
     beh_burst = 5000 if quick else 20000
     beh = ds.behaviors.sort_values("ts", kind="stable").iloc[:BURSTS * beh_burst]
     bcfg = _isolated(cfg, "bursty")
