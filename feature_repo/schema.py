@@ -63,8 +63,11 @@ VIEW_SCHEMAS: dict[str, pa.Schema] = {ITEM_VIEW: ITEM_SCHEMA, USER_VIEW: USER_SC
 # it, so a point-in-time join takes the one written last - the state the online store holds -
 # instead of either at random.
 CREATED_FIELD = "created_ts"
-PART_SCHEMAS: dict[str, pa.Schema] = {
-    view: schema.append(pa.field(CREATED_FIELD, _TS)) for view, schema in VIEW_SCHEMAS.items()}
+
+
+def part_schema(view_schema: pa.Schema) -> pa.Schema:
+    """The schema of a view's offline part files: the view's columns and :data:`CREATED_FIELD`."""
+    return view_schema.append(pa.field(CREATED_FIELD, _TS))
 VIEW_KEYS: dict[str, str] = {
     ITEM_VIEW: "item_id", USER_VIEW: "user_id", ITEM_SIDE_VIEW: "item_id", USER_SIDE_VIEW: "user_id",
 }

@@ -46,6 +46,7 @@ from feature_repo.schema import (
     USER_VIEW,
     VIEW_KEYS,
     VIEW_SCHEMAS,
+    part_schema,
     side_schema,
 )
 from infra.config import MmadsConfig
@@ -147,7 +148,7 @@ def _ensure_offline_dirs(cfg: MmadsConfig) -> None:
     of a view must carry its current columns.
     """
     for view, view_schema in view_schemas(cfg).items():
-        schema = view_schema.append(pa.field(CREATED_FIELD, _TS_US))
+        schema = part_schema(view_schema)
         folder = offline_dir(cfg, view)
         folder.mkdir(parents=True, exist_ok=True)
         empty = folder / _EMPTY_PART
@@ -283,8 +284,7 @@ def read_offline(cfg: MmadsConfig, view: str, columns: list[str] | None = None) 
     if view not in schemas:
         raise FeatureError(f"unknown feature view {view!r}; expected one of {sorted(schemas)}")
     files = sorted(str(p) for p in offline_dir(cfg, view).glob("*.parquet"))
-    part_schema = schemas[view].append(pa.field(CREATED_FIELD, _TS_US))
-    dataset = pads.dataset(files, schema=part_schema, format="parquet")
+    dataset = pads.dataset(files, schema=part_schema(schemas[view]), format="parquet")
     return dataset.to_table(columns=columns).to_pandas()
 
 

@@ -7,7 +7,7 @@ import yaml
 
 from feature_repo.definitions import build_definitions
 from feature_repo.on_demand import make_simtier_udf, simtier_from_lists
-from feature_repo.schema import CREATED_FIELD
+from feature_repo.schema import CREATED_FIELD, part_schema
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from feature_repo.store import (
     USER_SCHEMA,
@@ -54,6 +54,7 @@ def test_append_offline_writes_parts_with_exact_schema(cfg):
     p2 = append_offline(cfg, "user_behavior", rows.iloc[:1])
     assert p1 != p2
     assert pq.read_schema(p1).equals(USER_SCHEMA.append(pa.field(CREATED_FIELD, pa.timestamp("us", tz="UTC"))))
+    assert pq.read_schema(p1).equals(part_schema(USER_SCHEMA))
     assert not list(p1.parent.glob("*.tmp"))
     back = read_offline(cfg, "user_behavior")
     assert len(back) == 3
