@@ -3,8 +3,10 @@
 Per micro-batch: validate (bad ones are dead-lettered), keep the last event per item id, encode
 with the current model, write the Feast ``item_embeddings`` online rows, then upsert Milvus (with
 ``model_version``; second, so anything the ANN search returns has its features), and buffer the
-offline rows. At a commit point (``offline_flush_rows`` rows or ``offline_flush_s`` seconds) Milvus
-is flushed and the offline rows appended as one part file, and only then are the offsets committed.
+offline rows. Side features sent as extra event fields (``price``, ``brand``, ... as configured in
+``data.side_features``) are written to the ``item_side`` view the same way, online before Milvus.
+At a commit point (``offline_flush_rows`` rows or ``offline_flush_s`` seconds) Milvus is flushed
+and the offline rows appended as one part file per view, and only then are the offsets committed.
 A crash re-delivers at most the uncommitted tail, and re-delivery is harmless: Milvus and Feast
 online are upserts by id, and an offline duplicate has the same item, vector and ``created_at``
 (readers keep the latest ``event_timestamp``).
@@ -19,6 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,10 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from feature_repo.schema import ITEM_VIEW
-from feature_repo.store import append_offline, open_store, write_online_items
+from feature_repo.schema import ITEM_SIDE_VIEW, ITEM_VIEW
+from feature_repo.side_rows import side_view_rows
+from feature_repo.store import append_offline, open_store, view_schemas, write_online_items, write_online_rows
 from infra.config import MmadsConfig
 from infra.errors import InvalidEventError
+from infra.side_features import configured
 from streaming.buffers import FlushPolicy, FrameBuffer, feast_call
 from streaming.dlq import DeadLetter
 from streaming.events import ItemEvent, parse_event
@@ -68,9 +74,13 @@ def warm_up(encoder: Any) -> None:
     logger.info("encoder %s ready in %.1fs", encoder.version, time.perf_counter() - started)
 
 
-def items_frame(events: list[ItemEvent]) -> pd.DataFrame:
-    """Events as the encoder's input frame (``image_path`` absolute, or None)."""
-    return pd.DataFrame({
+def items_frame(events: list[ItemEvent], side_names: Sequence[str] = ()) -> pd.DataFrame:
+    """Events as the encoder's input frame (``image_path`` absolute, or None).
+
+    ``side_names``: the configured item side features, taken from the events' extra fields (None
+    where an event does not carry one).
+    """
+    frame = pd.DataFrame({
         "item_id": np.array([e.item_id for e in events], dtype=np.int64),
         "title": [e.title for e in events],
         "category": [e.category for e in events],
@@ -78,10 +88,48 @@ def items_frame(events: list[ItemEvent]) -> pd.DataFrame:
         "created_at": pd.to_datetime([e.created_at for e in events], utc=True),
         "item_key": [e.item_key if isinstance(e.item_key, str) else "" for e in events],
     })
+    for name in side_names:
+        frame[name] = pd.Series([e.side_features.get(name) for e in events], dtype="object")
+    return frame
+
+
+@dataclass
+class WrittenItems:
+    """What :func:`write_items` wrote online, to be appended offline at the next commit point.
+
+    Attributes:
+        rows: the ``item_embeddings`` rows (item_id, emb, category, created_at, event_timestamp).
+        side: the ``item_side`` rows (None when no item side feature is configured).
+    """
+
+    rows: pd.DataFrame
+    side: pd.DataFrame | None
+
+
+class OfflineItemRows:
+    """The offline rows of written items, buffered per view until a commit point appends them."""
+
+    def __init__(self) -> None:
+        self.rows = FrameBuffer()
+        self.side = FrameBuffer()
+
+    def add(self, written: WrittenItems) -> None:
+        """Buffer one write's rows."""
+        self.rows.add(written.rows)
+        if written.side is not None:
+            self.side.add(written.side)
+
+    def append(self, cfg: MmadsConfig) -> None:
+        """Append the buffered rows as one part file per view, then forget them."""
+        for view, buffer in ((ITEM_VIEW, self.rows), (ITEM_SIDE_VIEW, self.side)):
+            frame = buffer.take()
+            if frame is not None:
+                append_offline(cfg, view, frame, view_schemas(cfg)[view] if view == ITEM_SIDE_VIEW else None)
+                buffer.clear()
 
 
 def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, items: pd.DataFrame,
-                image_root: Path | None = None) -> pd.DataFrame:
+                image_root: Path | None = None) -> WrittenItems:
     """Encode items and write Milvus and Feast online; return the offline rows (not yet appended).
 
     Args:
@@ -90,11 +138,11 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
         milvus: the vector sink.
         store: the Feast ``FeatureStore``.
         items: columns item_id, title, category, image_path, created_at (UTC), optionally item_key
-            (the string id as written, "" for an integer id).
+            (the string id as written, "" for an integer id) and the configured item side features.
         image_root: directory image paths are relative to (None: absolute paths).
 
     Returns:
-        The ``item_embeddings`` rows written (item_id, emb, category, created_at, event_timestamp).
+        The ``item_embeddings`` rows and ``item_side`` rows written online.
     """
     vectors = encoder.encode_items(items, image_root)
     ids = items["item_id"].to_numpy(np.int64)
@@ -108,10 +156,14 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
     # Feast online first, Milvus second: an item the ANN search can return always has its features
     # (the other order let /recommend briefly return a new item with a missing embedding).
     feast_call("write item_embeddings online", lambda: write_online_items(store, rows))
+    side = side_view_rows(cfg, "items", items)
+    if side is not None:
+        schema = view_schemas(cfg)[ITEM_SIDE_VIEW]
+        feast_call("write item_side online", lambda: write_online_rows(store, ITEM_SIDE_VIEW, side, schema))
     keys = items["item_key"].tolist() if "item_key" in items.columns else None
     milvus.upsert(ids, vectors, items["category"].tolist(), (created.astype("int64") // 1_000_000).to_numpy(),
                   encoder.version, keys)
-    return rows
+    return WrittenItems(rows, side)
 
 
 class ItemIndexer(StatelessProcessor):
@@ -134,7 +186,8 @@ class ItemIndexer(StatelessProcessor):
         self.store = store
         self.stats = stats
         self.freshness = freshness
-        self.offline = FrameBuffer()
+        self.offline = OfflineItemRows()
+        self.side_names = [spec.name for spec in configured(cfg, "items")]
         self.policy = FlushPolicy(cfg.streaming.offline_flush_rows, cfg.streaming.offline_flush_s)
 
     def process(self, records: list[Any]) -> list[DeadLetter]:
@@ -151,9 +204,11 @@ class ItemIndexer(StatelessProcessor):
             latest[item.item_id] = (item, r)  # the last event of an id in the batch wins
         if latest:
             events = [ev for ev, _ in latest.values()]
-            rows = write_items(self.cfg, self.encoder, self.milvus, self.store, items_frame(events))
+            written = write_items(self.cfg, self.encoder, self.milvus, self.store,
+                                  items_frame(events, self.side_names))
             written_ms = int(time.time() * 1000)
-            self.offline.add(rows)
+            self.offline.add(written)
+            rows = written.rows
             self.stats.written += len(rows)
             if self.freshness is not None:
                 self.freshness.record(rows["item_id"].to_numpy(),
@@ -170,10 +225,7 @@ class ItemIndexer(StatelessProcessor):
     def flush(self) -> None:
         """Flush Milvus (so the rows survive a server restart) and append the offline rows."""
         self.milvus.maybe_flush(force=True)
-        frame = self.offline.take()
-        if frame is not None:
-            append_offline(self.cfg, ITEM_VIEW, frame)
-            self.offline.clear()
+        self.offline.append(self.cfg)
         self.policy.reset()
 
     def close(self) -> None:

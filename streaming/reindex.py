@@ -14,12 +14,10 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from feature_repo.schema import ITEM_VIEW
-from feature_repo.store import append_offline, open_store
+from feature_repo.store import open_store
 from infra.config import MmadsConfig
 from infra.dataset import load_dataset
-from streaming.buffers import FrameBuffer
-from streaming.item_indexer import load_encoder, write_items
+from streaming.item_indexer import OfflineItemRows, load_encoder, write_items
 from streaming.milvus_sink import MilvusSink
 
 logger = logging.getLogger(__name__)
@@ -43,16 +41,14 @@ def reindex(cfg: MmadsConfig, encoder: Any, items_df: pd.DataFrame, image_root: 
     milvus = MilvusSink(cfg, encoder.dim)
     milvus.ensure_collection()
     store = open_store(cfg)
-    offline = FrameBuffer()
+    offline = OfflineItemRows()
     done = 0
     try:
         for s in tqdm(range(0, len(items_df), batch_size), disable=not progress, desc="reindex", unit="batch"):
             chunk = items_df.iloc[s:s + batch_size].reset_index(drop=True)
             offline.add(write_items(cfg, encoder, milvus, store, chunk, image_root))
             done += len(chunk)
-        frame = offline.take()
-        if frame is not None:
-            append_offline(cfg, ITEM_VIEW, frame)
+        offline.append(cfg)
         milvus.maybe_flush(force=True)
     finally:
         milvus.close()

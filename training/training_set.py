@@ -38,11 +38,10 @@ from feature_repo.schema import (
     ITEM_VIEW,
     SIDE_VIEWS,
     TRAINING_SERVICE,
-    TS_FIELD,
-    USER_SIDE_TIME,
     USER_VIEW,
     side_arrow_type,
 )
+from feature_repo.side_rows import side_view_rows
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier_from_table
 from feature_repo.store import (
     append_offline,
@@ -54,7 +53,7 @@ from feature_repo.store import (
 )
 from infra.config import MmadsConfig, SideFeature
 from infra.errors import FeatureError
-from infra.side_features import configured, side_values
+from infra.side_features import configured
 
 logger = logging.getLogger(__name__)
 
@@ -238,10 +237,8 @@ def materialize_side_features(
         frame = items if source == "items" else users
         if frame is None:
             raise FeatureError(f"side features {[s.name for s in specs]} need users.parquet, which is absent")
-        key = "item_id" if source == "items" else "user_id"
-        rows = side_values(specs, frame)
-        rows.insert(0, key, frame[key].to_numpy(np.int64))
-        rows[TS_FIELD] = frame["created_at"] if source == "items" else USER_SIDE_TIME
+        rows = side_view_rows(cfg, source, frame)
+        assert rows is not None  # specs is not empty
         append_offline(cfg, view, rows, schemas[view])
         if online:
             write_online_rows(store, view, rows, schemas[view])

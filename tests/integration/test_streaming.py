@@ -483,3 +483,33 @@ def test_librdkafka_producer_events_are_processed_like_kafka_python(base_cfg: Mm
     assert log["ts"].dt.year.unique().tolist() == [1996]
     for job in jobs:
         assert job.stop() == 0
+
+
+def test_indexer_writes_the_side_features_its_events_carry(base_cfg: MmadsConfig, model_dir: Path,
+                                                           jobs: list[Job]) -> None:
+    """Item side features sent as extra event fields reach Feast's item_side view, online and offline."""
+    side = [{"name": "brand", "kind": "categorical", "source": "items"},
+            {"name": "price", "kind": "numeric", "source": "items"},
+            {"name": "shop_id", "kind": "categorical", "source": "items"}]
+    cfg, first = _isolated(base_cfg, data={"side_features": side})
+    apply_repo(cfg)  # adds the item_side view next to the module's views
+    items = _items(40, first)
+    items["brand"] = [f"b{i % 3}" for i in range(40)]
+    items["price"] = np.where(np.arange(40) % 7 == 0, np.nan, np.arange(40) * 2.5)
+    sent = replay(_dataset(cfg.state_dir, items=items), cfg, "items", progress=False)  # no shop_id in any event
+    jobs.append(Job(cfg, "streaming.item_indexer", "--model", str(model_dir), "--max-idle-s", "30"))
+    wait_caught_up(cfg, {cfg.kafka.topics.items: sent}, timeout_s=90)
+    assert jobs[0].stop() == 0
+    ids = items["item_id"].to_numpy()
+    res = open_store(cfg).get_online_features(
+        features=["item_side:brand", "item_side:price", "item_side:shop_id"],
+        entity_rows=[{"item_id": int(i)} for i in ids]).to_dict()
+    assert res["brand"] == items["brand"].tolist()
+    expected_price = [None if np.isnan(p) else p for p in items["price"]]
+    assert res["price"] == expected_price
+    assert res["shop_id"] == [None] * len(ids)
+    offline = read_offline(cfg, "item_side")
+    offline = offline[offline["item_id"].isin(ids)].drop_duplicates("item_id").set_index("item_id").loc[ids]
+    assert offline["brand"].tolist() == items["brand"].tolist()
+    np.testing.assert_array_equal(offline["price"].to_numpy(), items["price"].to_numpy())
+    assert (pd.to_datetime(offline["event_timestamp"], utc=True).to_numpy() == items["created_at"].to_numpy()).all()
