@@ -124,3 +124,16 @@ def test_cli_map_options_and_one_line_errors(tmp_path: Path, capsys: pytest.Capt
     rc = main(["data", "import", "--out", str(tmp_path / "ds"), "--map", "items.file=missing.csv"])
     assert rc == 1
     assert "invalid import mapping: behaviors: Field required" in capsys.readouterr().err
+
+
+def test_progress_totals_count_the_rows_of_every_format(tmp_path: Path) -> None:
+    from mmads.importer import _total_rows
+
+    frame = pd.DataFrame({"a": range(7), "b": ["x"] * 7})
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    frame.to_json(tmp_path / "f.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "f.parquet")
+    (tmp_path / "g.csv").write_text("a,b\n1,x\n2,y")  # no line break after the last row
+    assert [_total_rows(tmp_path / n) for n in ("f.csv", "f.jsonl", "f.parquet", "g.csv")] == [7, 7, 7, 2]
+    shown = pd.read_csv(SHOP / "shown.csv")
+    assert _total_rows(SHOP / "shown.csv") == len(shown)
