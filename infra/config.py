@@ -155,6 +155,7 @@ class CTRConfig(_Section):
     lr: float = Field(default=2e-3, gt=0)
     emb_lr: float | None = Field(default=0.1, gt=0)
     id_epochs: int = Field(default=1, ge=1)
+    id_dropout: float = Field(default=0.0, ge=0, lt=1)  # share of training rows whose target id is OOV
     make_epochs: int = Field(default=8, ge=1)
     make_patience: int = Field(default=2, ge=1)
     epoch_study: int = Field(default=3, ge=0)  # id_only epochs in the one-epoch study (0: skip it)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -206,7 +206,7 @@ def fit_ctr_model(
     if (make is None) != (model_cfg.make is None):
         raise ValueError("pass a pre-trained MAKE exactly when the model config has a MAKE part")
     torch.manual_seed(seed)
-    model = CTRModel(model_cfg)
+    model = CTRModel(replace(model_cfg, id_dropout=ctr.id_dropout))
     if make is not None and model.make is not None:
         model.make.load_state_dict(make.state_dict())
         model.make.requires_grad_(model_cfg.finetune_make)
@@ -234,7 +234,7 @@ def epoch_curve(
     if model_cfg.make is not None:
         raise ValueError("the epoch curve is for ID models without MAKE")
     torch.manual_seed(seed)
-    model = CTRModel(model_cfg)
+    model = CTRModel(replace(model_cfg, id_dropout=ctr.id_dropout))
     opt = torch.optim.Adam(_param_groups(model, ctr), lr=ctr.lr)
     log = TrainingLog()
     curves: dict[str, list[float]] = {name: [] for name in probes}

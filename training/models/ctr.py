@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from infra.errors import ConfigError, FeatureError
-from training.models.inputs import CTRInputs, IdVocab
+from training.models.inputs import OOV, CTRInputs, IdVocab
 from training.models.modules import MLP, SimTierTower, TargetAttention
 from training.models.registry import TORCH_MODELS, model_spec
 from training.models.side import SideEncoder
@@ -65,6 +65,7 @@ class CTRModelConfig:
     finetune_make: bool = False
     side_cardinalities: tuple[int, ...] = ()
     n_side_numeric: int = 0
+    id_dropout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -169,9 +170,24 @@ class CTRModel(nn.Module):
         with torch.no_grad():
             return self.make.extract(batch).concat()
 
+    def _target_ids(self, batch: CTRInputs) -> torch.Tensor:
+        """The target item indices; in training, a share ``id_dropout`` of them replaced by OOV.
+
+        A new item reaches the model as OOV (its id was never trained). Without dropout the OOV
+        row is never trained either, so a new item meets an untrained vector the MLP has never
+        seen; with it the OOV row learns "an item the model does not know", and the rest of the
+        model learns to score such items from what it can see (category, SimTier, MAKE, side
+        features).
+        """
+        p = self.cfg.id_dropout
+        if not self.training or p <= 0:
+            return batch.item
+        drop = torch.rand(batch.item.shape, device=batch.item.device) < p
+        return torch.where(drop, torch.full_like(batch.item, OOV), batch.item)
+
     def forward(self, batch: CTRInputs) -> torch.Tensor:
         """Logits (B,) for a batch of B rows."""
-        item = self.item_emb(batch.item)  # (B, d)
+        item = self.item_emb(self._target_ids(batch))  # (B, d)
         hist = self.item_emb(batch.hist_items)  # (B, N, d)
         parts = [self.user_emb(batch.user), item, self.category_emb(batch.category)]
         parts.append(self.attention(item, hist, batch.hist_mask()))

@@ -52,3 +52,26 @@ def test_make_early_stopping_keeps_the_best_epoch(market: Market, small_cfg) -> 
         assert log.val_auc[-1] <= log.val_auc[best - 1]
         assert log.epochs == best + 1
     assert all(not math.isnan(a) for a in log.val_auc)
+
+
+def test_id_dropout_trains_the_oov_row_and_leaves_inference_alone(market: Market, small_cfg) -> None:
+    from training.models.ctr import CTRModel
+    from training.models.inputs import OOV
+
+    _, vocab, train, _, valid = _data(market, small_cfg)
+    mc = model_config("id_only", vocab, id_dim=8, mlp_hidden=(16, 8), n_tiers=10, vec_dim=16)
+    plain, _ = fit_ctr_model(mc, train, small_cfg.model.ctr, seed=0)
+    ctr = small_cfg.model.ctr.model_copy(update={"id_dropout": 0.3})
+    dropped, _ = fit_ctr_model(mc, train, ctr, seed=0)
+    assert plain.cfg.id_dropout == 0.0 and dropped.cfg.id_dropout == 0.3
+    # without dropout no training row is OOV, so the OOV row keeps its initial value
+    torch.manual_seed(0)  # what fit_ctr_model does before building the model
+    init = CTRModel(mc)
+    assert torch.equal(plain.item_emb.weight[OOV], init.item_emb.weight[OOV])
+    assert not torch.equal(dropped.item_emb.weight[OOV], init.item_emb.weight[OOV])
+    # eval mode never drops: scores are deterministic and use the real ids
+    batch = valid.select(slice(0, 256))
+    assert torch.equal(dropped(batch), dropped(batch))
+    dropped.train()
+    torch.manual_seed(1)
+    assert not torch.equal(dropped(batch), dropped.eval()(batch))
