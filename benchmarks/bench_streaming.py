@@ -99,7 +99,7 @@ class _Job:
 def _config(work: Path, **overrides: Any) -> MmadsConfig:
     base = load_config(env={}).with_overrides(
         state_dir=work / "state", kafka={"port": free_port()}, milvus={"port": free_port(), "collection": "bench"},
-        serving={"port": free_port()})
+        serving={"port": free_port()}, streaming={"metrics_port": 0})
     return base.with_overrides(**overrides) if overrides else base
 
 

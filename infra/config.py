@@ -240,6 +240,19 @@ class StreamingConfig(_Section):
     stats_interval_s: float = Field(default=5.0, gt=0)
     processes: int = Field(default=1, ge=1)
     encoder_threads: int = Field(default=1, ge=1)
+    metrics_port: int | None = Field(default=9400, ge=0, le=65535)
+    metrics_host: str | None = None
+
+    def metrics_bind(self, profile: str) -> tuple[str, int] | None:
+        """Where a job process serves ``/metrics``, ``/healthz`` and ``/readyz``; None when disabled.
+
+        The host is ``metrics_host``, else 0.0.0.0 in the cluster profile (a scraper reaches the pod)
+        and 127.0.0.1 in the embedded one. Port 0: the OS picks a free one (the job records it in its
+        stats file). Several processes on one host add their process index (``--process-index``).
+        """
+        if self.metrics_port is None:
+            return None
+        return self.metrics_host or ("0.0.0.0" if profile == "cluster" else "127.0.0.1"), self.metrics_port
 
 
 class ChecksConfig(_Section):
@@ -269,6 +282,12 @@ class ServingConfig(_Section):
     item_cache_max_items: int = Field(default=500_000, ge=1)
 
 
+class LoggingConfig(_Section):
+    """Log lines: ``text`` (``time pid level logger: message``) or ``json`` (one object per line)."""
+
+    format: Literal["text", "json"] = "text"
+
+
 class MmadsConfig(_Section):
     """The whole configuration."""
 
@@ -282,6 +301,7 @@ class MmadsConfig(_Section):
     streaming: StreamingConfig = StreamingConfig()
     serving: ServingConfig = ServingConfig()
     checks: ChecksConfig = ChecksConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def with_overrides(self, **changes: Any) -> MmadsConfig:
         """Return a validated copy with nested overrides, e.g. ``{"kafka": {"port": 1}}``."""

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from infra.errors import DatasetError, MmadsError
+from infra.logs import LogFormat, format_from_env, make_formatter, route_warnings
 from infra.redact import redact_logs
 
 logger = logging.getLogger("mmads")
@@ -29,22 +30,45 @@ def _level(verbose: int, quiet: int) -> int:
     return logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
 
 
-def _setup_logging(verbose: int, quiet: int = 0) -> None:
-    """Console logging at the level ``-v``/``-q`` ask for (WARNING by default).
+def _setup_logging(verbose: int, quiet: int = 0, fmt: LogFormat = "text", job: str = "mmads") -> None:
+    """Console logging at the level ``-v``/``-q`` ask for (WARNING by default), in ``logging.format``.
 
     The console handler carries the level, so a run's log file (``RUN_DIR/logs/run.log``, INFO) still
-    gets every INFO line while the console shows only what was asked for.
+    gets every INFO line while the console shows only what was asked for. ``json`` writes one object
+    per line (:mod:`infra.logs`) with ``job`` naming the verb (``items`` ... for ``stream``, ``serving``)
+    and shows INFO unless ``-q`` is given.
     """
     level = _level(verbose, quiet)
-    logging.basicConfig(level=min(level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        force=True)
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(level)  # the console shows what -v/-q ask for
+    if fmt == "json" and not verbose and not quiet:
+        level = logging.INFO  # a log collector wants a service's INFO lines; -q still trims them
+    handler = logging.StreamHandler()
+    handler.setFormatter(make_formatter(fmt, job, "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)  # the console shows what -v/-q ask for
+    logging.basicConfig(level=min(level, logging.INFO), handlers=[handler], force=True)
     redact_logs()
     for name in OWN_LOGGERS:  # INFO and above always reach the handlers: a run's log file keeps them
         logging.getLogger(name).setLevel(min(level, logging.INFO))
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if fmt == "json":  # warnings as JSON lines too (library deprecations and notices dropped)
+        route_warnings()
+
+
+def _log_settings(args: argparse.Namespace) -> tuple[LogFormat, str]:
+    """``logging.format`` of the config the verb will read, and the ``job`` its JSON lines carry.
+
+    A config that does not load yet leaves the format to ``MMADS_LOGGING__FORMAT`` (else text); the
+    verb itself then reports the config error.
+    """
+    from mmads.commands.common import config_of
+
+    command = str(getattr(args, "command", "mmads"))
+    job = str(getattr(args, "job", None) or {"serve": "serving"}.get(command, command))
+    try:
+        fmt: LogFormat = config_of(args, getattr(args, "run", None)).logging.format
+    except MmadsError:
+        fmt = format_from_env()
+    return fmt, job
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -164,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose, args.quiet, *_log_settings(args))
     try:
         return int(args.handler(args) or 0)
     except MmadsError as exc:

@@ -22,6 +22,7 @@ from typing import Any
 from infra import stack as infra_stack
 from infra.config import MmadsConfig, save_config
 from infra.dataset import dataset_cut, load_dataset
+from infra.logs import LogFormat, make_formatter
 from infra.redact import redact_logs
 from mmads.context import RunContext
 from mmads.memory import PeakMemory
@@ -121,7 +122,7 @@ def _run_config(cfg: MmadsConfig, run_dir: Path) -> MmadsConfig:
     return cfg.with_overrides(state_dir=(run_dir / "state").resolve())
 
 
-def _setup_run_logging(run_dir: Path) -> logging.Handler:
+def _setup_run_logging(run_dir: Path, fmt: LogFormat = "text") -> logging.Handler:
     logs = run_dir / "state" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     link = run_dir / "logs"
@@ -129,7 +130,7 @@ def _setup_run_logging(run_dir: Path) -> logging.Handler:
         link.symlink_to(Path("state") / "logs")
     handler = logging.FileHandler(logs / "run.log")
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(make_formatter(fmt, "run", "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     redact_logs()
     logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
@@ -181,7 +182,7 @@ def run_pipeline(
     fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = _run_config(cfg, run_dir)
-    handler = _setup_run_logging(run_dir)
+    handler = _setup_run_logging(run_dir, cfg.logging.format)
     ctx = RunContext(cfg=cfg, data_dir=Path(data_dir).resolve(), run_dir=run_dir, keep_running=keep_running)
     t0 = time.perf_counter()
     memory = PeakMemory(cfg.state_dir)

@@ -25,13 +25,16 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import torch
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import LOGGING_CONFIG
 
 from infra.config import MmadsConfig, load_config, save_config
 from infra.errors import MmadsError
+from infra.logs import setup_logging
 from infra.processes import write_json_atomic
 from infra.redact import redact_logs
 from serving.app import create_app
@@ -98,9 +101,15 @@ def serve(run_dir: Path, cfg: MmadsConfig, host: str | None = None, port: int | 
     install_sighup(app.state.service)
     logger.info("serving %s on http://%s:%d", app.state.service.served.model_version, host, port)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=10, lifespan="off", http=http_protocol())
+                            timeout_graceful_shutdown=10, lifespan="off", http=http_protocol(),
+                            log_config=_uvicorn_log_config(cfg))
     _redact_logs()
     uvicorn.Server(config).run()
+
+
+def _uvicorn_log_config(cfg: MmadsConfig) -> dict[str, Any] | None:
+    """The uvicorn handlers for text logs; none for JSON, so its loggers reach the root's JSON handler."""
+    return LOGGING_CONFIG if cfg.logging.format == "text" else None
 
 
 def _redact_logs() -> None:
@@ -132,7 +141,7 @@ def _serve_workers(run_dir: Path, cfg: MmadsConfig, host: str, port: int, model:
     logger.info("serving %s on http://%s:%d with %d workers", served.model_version, host, port, workers)
     uvicorn.run("serving.server:worker_app", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, access_log=False, timeout_graceful_shutdown=10, lifespan="off",
-                timeout_worker_healthcheck=WORKER_START_S, http=http_protocol())
+                timeout_worker_healthcheck=WORKER_START_S, http=http_protocol(), log_config=_uvicorn_log_config(cfg))
 
 
 def worker_app() -> FastAPI:
@@ -140,6 +149,8 @@ def worker_app() -> FastAPI:
     pointer = Path(os.environ[POINTER_ENV])
     doc = json.loads(pointer.read_text())
     cfg = load_config(doc["config"], env={})  # the parent's overrides are in the file; secrets in os.environ
+    if cfg.logging.format == "json":  # a spawned worker does not inherit the parent's handlers
+        setup_logging("json", "serving")
     torch.set_num_threads(TORCH_THREADS)
     _redact_logs()
     app = create_app(Path(doc["run_dir"]), cfg, model=doc["model"], host=doc["host"])

@@ -45,6 +45,7 @@ from streaming.dlq import DeadLetter
 from streaming.events import BehaviorEvent, parse_event
 from streaming.kafka_io import make_producer
 from streaming.loop import run_job
+from streaming.metrics import timed
 from streaming.milvus_sink import MilvusSink
 from streaming.stats import FreshnessLog, JobStats
 
@@ -172,13 +173,15 @@ class BehaviorJob:
         letters: list[DeadLetter] = []
         valid: list[tuple[BehaviorEvent, Any]] = []
         window = self.cfg.data.plausible_time_window
-        for r in records:
-            try:
-                valid.append((cast(BehaviorEvent, parse_event("behaviors", r.value, window)), r))
-            except InvalidEventError as exc:
-                letters.append(DeadLetter.of(r, exc.reason))
+        with timed("decode"):
+            for r in records:
+                try:
+                    valid.append((cast(BehaviorEvent, parse_event("behaviors", r.value, window)), r))
+                except InvalidEventError as exc:
+                    letters.append(DeadLetter.of(r, exc.reason))
         waiting_ids = {w.event.item_id for q in self.waiting.values() for w in q}
-        self.cache.ensure(waiting_ids | {ev.item_id for ev, _ in valid})
+        with timed("milvus"):
+            self.cache.ensure(waiting_ids | {ev.item_id for ev, _ in valid})
         work = _BatchWork(self, time.monotonic())
         for uid in list(self.waiting):
             work.drain(uid)
@@ -202,7 +205,8 @@ class BehaviorJob:
             "last_event_ts": pd.to_datetime([s.last_event_ts for s in snaps], utc=True),
             "event_timestamp": pd.to_datetime([s.event_timestamp for s in snaps], utc=True),
         })
-        self.write_users(rows)
+        with timed("feast"):
+            self.write_users(rows)
         if self.freshness is not None:
             self.freshness.record(np.array([s.user_id for s, _ in work.applied]),
                                   np.array([r.timestamp for _, r in work.applied]), int(time.time() * 1000))
@@ -337,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m streaming.behavior_job --config FILE [--max-idle-s S]``."""
     from streaming.entry import job_main
 
-    return job_main(lambda cfg, args: run_behaviors(cfg, max_idle_s=args.max_idle_s), "the behavior job", argv)
+    return job_main(lambda cfg, args: run_behaviors(cfg, max_idle_s=args.max_idle_s), "the behavior job", argv, job=JOB)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,32 @@ def reason_kind(error: str) -> str:
     return _NUMBER.sub("<n>", out)
 
 
+# reason classes: a short, bounded label for a dead-letter reason (a metric label; first match wins)
+_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("empty", re.compile(r"^empty message value")),
+    ("bad_json", re.compile(r"^bad JSON|^value is not a JSON object")),
+    ("missing_field", re.compile(r"^missing field")),
+    ("bad_time", re.compile(r"timestamp|datetime|timezone")),
+    ("unknown_item", re.compile(r"^unknown item")),
+    ("retry_buffer_full", re.compile(r"^retry buffer full")),
+    ("bad_field", re.compile(r"^field '")),
+)
+REASON_CLASSES = (*(name for name, _ in _CLASSES), "other")
+
+
+def reason_class(error: str) -> str:
+    """A dead-letter reason as one of :data:`REASON_CLASSES` (``bad_json``, ``missing_field``, ...).
+
+    The class of a reason that lists several problems is that of its first one; the offending values
+    are stripped first (:func:`reason_kind`), so a title that says "timestamp" is not a time problem.
+    """
+    first = reason_kind(error.split("; ", 1)[0])
+    for name, pattern in _CLASSES:
+        if pattern.search(first):
+            return name
+    return "other"
+
+
 def top_reasons(cfg: Any, topic: str, *, n: int = 3, max_records: int = 5000,
                 timeout_s: float = 5.0) -> list[tuple[str, int]]:
     """The ``n`` most common dead-letter reasons of ``topic`` (read from ``<topic>.dlq``, from the start).

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +29,7 @@ from streaming.buffers import FlushPolicy
 from streaming.dlq import DeadLetter
 from streaming.events import ImpressionEvent, parse_event
 from streaming.loop import StatelessProcessor, run_job
+from streaming.metrics import observe_freshness, timed
 from streaming.stats import JobStats
 
 logger = logging.getLogger(__name__)
@@ -69,18 +72,22 @@ class ImpressionLogger(StatelessProcessor):
         self.cfg = cfg
         self.stats = stats
         self.rows: list[tuple[int, int, int, Any, int, int]] = []
+        self.produced_ms: list[int] = []  # Kafka message times of ``rows`` (freshness at the write)
         self.policy = FlushPolicy(cfg.streaming.offline_flush_rows, cfg.streaming.offline_flush_s)
 
     def process(self, records: list[Any]) -> list[DeadLetter]:
         """Validate and buffer one batch; returns the dead letters."""
         letters: list[DeadLetter] = []
-        for r in records:
-            try:
-                ev = cast(ImpressionEvent, parse_event("impressions", r.value, self.cfg.data.plausible_time_window))
-            except InvalidEventError as exc:
-                letters.append(DeadLetter.of(r, exc.reason))
-                continue
-            self.rows.append((ev.user_id, ev.item_id, ev.clicked, ev.ts, r.partition, r.offset))
+        window = self.cfg.data.plausible_time_window
+        with timed("decode"):
+            for r in records:
+                try:
+                    ev = cast(ImpressionEvent, parse_event("impressions", r.value, window))
+                except InvalidEventError as exc:
+                    letters.append(DeadLetter.of(r, exc.reason))
+                    continue
+                self.rows.append((ev.user_id, ev.item_id, ev.clicked, ev.ts, r.partition, r.offset))
+                self.produced_ms.append(int(r.timestamp))
         if records:
             self.policy.touch(len(records) - len(letters))
         return letters
@@ -101,7 +108,8 @@ class ImpressionLogger(StatelessProcessor):
                 name = f"part-p{int(cast(int, part)):04d}-{int(off.min()):012d}-{int(off.max()):012d}.parquet"
                 _write_atomic(pa.Table.from_pandas(chunk, schema=LOG_SCHEMA, preserve_index=False), folder / name)
             self.stats.written += len(df)
-            self.rows = []
+            observe_freshness(JOB, (time.time() * 1000 - np.asarray(self.produced_ms, dtype=np.float64)) / 1000)
+            self.rows, self.produced_ms = [], []
         self.policy.reset()
 
     def close(self) -> None:
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from streaming.entry import job_main
 
     return job_main(lambda cfg, args: run_impressions(cfg, max_idle_s=args.max_idle_s), "the impression logger",
-                    argv)
+                    argv, job=JOB)
 
 
 if __name__ == "__main__":

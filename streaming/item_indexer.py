@@ -40,6 +40,7 @@ from streaming.buffers import FlushPolicy, FrameBuffer, feast_call
 from streaming.dlq import DeadLetter
 from streaming.events import ItemEvent, parse_event
 from streaming.loop import StatelessProcessor, run_job
+from streaming.metrics import timed
 from streaming.milvus_sink import MilvusSink
 from streaming.stats import FreshnessLog, JobStats
 
@@ -144,7 +145,8 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
     Returns:
         The ``item_embeddings`` rows and ``item_side`` rows written online.
     """
-    vectors = encoder.encode_items(items, image_root)
+    with timed("encode"):
+        vectors = encoder.encode_items(items, image_root)
     ids = items["item_id"].to_numpy(np.int64)
     created = pd.to_datetime(items["created_at"], utc=True)
     # Event time, not processing time: the vector describes the item as announced at created_at, so
@@ -155,14 +157,16 @@ def write_items(cfg: MmadsConfig, encoder: Any, milvus: MilvusSink, store: Any, 
     })
     # Feast online first, Milvus second: an item the ANN search can return always has its features
     # (the other order let /recommend briefly return a new item with a missing embedding).
-    feast_call("write item_embeddings online", lambda: write_online_items(store, rows))
-    side = side_view_rows(cfg, "items", items)
-    if side is not None:
-        schema = view_schemas(cfg)[ITEM_SIDE_VIEW]
-        feast_call("write item_side online", lambda: write_online_rows(store, ITEM_SIDE_VIEW, side, schema))
+    with timed("feast"):
+        feast_call("write item_embeddings online", lambda: write_online_items(store, rows))
+        side = side_view_rows(cfg, "items", items)
+        if side is not None:
+            schema = view_schemas(cfg)[ITEM_SIDE_VIEW]
+            feast_call("write item_side online", lambda: write_online_rows(store, ITEM_SIDE_VIEW, side, schema))
     keys = items["item_key"].tolist() if "item_key" in items.columns else None
-    milvus.upsert(ids, vectors, items["category"].tolist(), (created.astype("int64") // 1_000_000).to_numpy(),
-                  encoder.version, keys)
+    with timed("milvus"):
+        milvus.upsert(ids, vectors, items["category"].tolist(), (created.astype("int64") // 1_000_000).to_numpy(),
+                      encoder.version, keys)
     return WrittenItems(rows, side)
 
 
@@ -194,14 +198,15 @@ class ItemIndexer(StatelessProcessor):
         """Validate, encode and write one batch; returns the dead letters."""
         letters: list[DeadLetter] = []
         latest: dict[int, tuple[ItemEvent, Any]] = {}
-        for r in records:
-            try:
-                ev = parse_event("items", r.value, self.cfg.data.plausible_time_window)
-            except InvalidEventError as exc:
-                letters.append(DeadLetter.of(r, exc.reason))
-                continue
-            item = cast(ItemEvent, ev)
-            latest[item.item_id] = (item, r)  # the last event of an id in the batch wins
+        with timed("decode"):
+            for r in records:
+                try:
+                    ev = parse_event("items", r.value, self.cfg.data.plausible_time_window)
+                except InvalidEventError as exc:
+                    letters.append(DeadLetter.of(r, exc.reason))
+                    continue
+                item = cast(ItemEvent, ev)
+                latest[item.item_id] = (item, r)  # the last event of an id in the batch wins
         if latest:
             events = [ev for ev, _ in latest.values()]
             written = write_items(self.cfg, self.encoder, self.milvus, self.store,
@@ -215,7 +220,8 @@ class ItemIndexer(StatelessProcessor):
                                       np.array([r.timestamp for _, r in latest.values()]), written_ms)
         if records:
             self.policy.touch(len(latest))
-        self.milvus.maybe_flush()
+        with timed("milvus"):
+            self.milvus.maybe_flush()
         return letters
 
     def needs_flush(self) -> bool:
@@ -267,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from streaming.entry import job_main
 
     return job_main(lambda cfg, args: run_items(cfg, max_idle_s=args.max_idle_s, model_dir=args.model),
-                    "the item indexer", argv)
+                    "the item indexer", argv, job=JOB)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ The job's logic lives in a :class:`Processor`:
   job's retry buffer); commits never pass it.
 
 SIGINT/SIGTERM finish the current batch, flush, commit and close.
+
+Every loop reports to the process's Prometheus metrics (:mod:`streaming.metrics`): outcomes, dead
+letters by reason class, the commit phase, lag, and the heartbeat and partitions behind ``/healthz``
+and ``/readyz``.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from kafka import ConsumerRebalanceListener
 
 from infra.config import MmadsConfig
 from infra.errors import StackError
-from streaming.dlq import DeadLetter, DeadLetterWriter
+from streaming.dlq import DeadLetter, DeadLetterWriter, reason_class
 from streaming.kafka_io import group_id, make_consumer, make_producer
+from streaming.metrics import JobMetrics, start_job, timed
 from streaming.stats import JobStats, StatsWriter
 
 logger = logging.getLogger(__name__)
@@ -116,8 +121,10 @@ class LoopSettings:
 
 
 def retry_with_backoff(fn: Callable[[], T], what: str, stop: threading.Event, max_backoff_s: float,
-                       stats: JobStats | None = None) -> T:
+                       stats: JobStats | None = None, beat: Callable[[], None] | None = None) -> T:
     """Call ``fn`` until it does not raise :class:`StackError`, sleeping 0.1, 0.2, 0.4 ... s between tries.
+
+    ``beat`` is called before each retry: a loop waiting out a sink failure is alive (``/healthz``).
 
     Raises:
         StackError: the last failure, when ``stop`` is set while the sink is still down.
@@ -129,6 +136,8 @@ def retry_with_backoff(fn: Callable[[], T], what: str, stop: threading.Event, ma
         except StackError as exc:
             if stats is not None:
                 stats.retries += 1
+            if beat is not None:
+                beat()
             if stop.is_set():
                 raise
             logger.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
@@ -173,6 +182,7 @@ class _Rebalance(ConsumerRebalanceListener):
             self.loop.commit_point("rebalance")
             self.loop.forget(parts)
             self.loop.processor.on_revoked(parts)
+        self.loop.metrics.set_assigned(len(self.loop.stats.assigned))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         parts = [(tp.topic, tp.partition) for tp in assigned]
@@ -180,6 +190,7 @@ class _Rebalance(ConsumerRebalanceListener):
         if parts:
             self.loop.processor.on_assigned(parts)
         self.loop.stats.assigned = sorted({*self.loop.stats.assigned, *(f"{t}:{p}" for t, p in parts)})
+        self.loop.metrics.set_assigned(len(self.loop.stats.assigned))
         self.loop.stats_writer.write()
 
 
@@ -195,11 +206,12 @@ class ConsumerLoop:
         stats_writer: writes the stats file.
         settings: batching, backoff and idle knobs.
         stop: set it to stop gracefully (signals set it too).
+        metrics: the job's Prometheus metrics (default: registered in this process's registry, no server).
     """
 
     def __init__(self, consumer: Any, topic: str, processor: Processor, dlq: DeadLetterWriter,
                  stats: JobStats, stats_writer: StatsWriter, settings: LoopSettings,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, metrics: JobMetrics | None = None) -> None:
         self.consumer = consumer
         self.topic = topic
         self.processor = processor
@@ -208,6 +220,7 @@ class ConsumerLoop:
         self.stats_writer = stats_writer
         self.settings = settings
         self.stop = stop or threading.Event()
+        self.metrics = metrics or start_job(stats.job, topic, None)[0]
         self._next: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
 
@@ -218,8 +231,14 @@ class ConsumerLoop:
             self._committed.pop(p, None)
 
     def commit_point(self, why: str) -> None:
-        """Flush the processor and the dead letters, then commit what is final."""
-        retry_with_backoff(self.processor.flush, "flush", self.stop, self.settings.max_backoff_s, self.stats)
+        """Flush the processor and the dead letters, then commit what is final (timed as ``commit``)."""
+        with timed("commit"):
+            self._commit_point(why)
+        self.metrics.sync_counts(self.stats.written, self.stats.dead_lettered)
+
+    def _commit_point(self, why: str) -> None:
+        retry_with_backoff(self.processor.flush, "flush", self.stop, self.settings.max_backoff_s, self.stats,
+                           self.metrics.heartbeat)
         self.dlq.flush()
         held = self.processor.held_offsets()
         offsets = {p: min(nxt, held.get(p, nxt)) for p, nxt in self._next.items()}
@@ -237,6 +256,7 @@ class ConsumerLoop:
             logger.warning("commit of %s failed (%s): the data will be re-delivered", todo, exc)
             return
         self._committed.update(todo)
+        self.metrics.committed()
         self.stats.commits += 1
         self.stats.committed.update({f"{t}:{p}": o for (t, p), o in self._committed.items()})
         self.stats_writer.write()
@@ -244,10 +264,13 @@ class ConsumerLoop:
 
     def _handle(self, records: list[Any]) -> None:
         started = time.perf_counter()
+        retries = self.stats.retries
         letters = retry_with_backoff(lambda: self.processor.process(records), "batch", self.stop,
-                                     self.settings.max_backoff_s, self.stats)
+                                     self.settings.max_backoff_s, self.stats, self.metrics.heartbeat)
+        self.metrics.retried((self.stats.retries - retries) * len(records))
         for letter in letters:
             self.dlq.send(letter)
+            self.metrics.dead_letter(reason_class(letter.error))
         self.stats.dead_lettered += len(letters)
         for r in records:
             key = (r.topic, r.partition)
@@ -256,14 +279,17 @@ class ConsumerLoop:
         if records:
             self.stats.batches += 1
             self.stats.add_batch_ms((time.perf_counter() - started) * 1000)
+        self.metrics.sync_counts(self.stats.written, self.stats.dead_lettered)
 
     def run(self) -> JobStats:
         """Consume until stopped (signal, ``stop`` event or ``max_idle_s``); returns the counters."""
         s = self.settings
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        self.metrics.activate()
         last_record = last_log = time.monotonic()
         try:
             while not self.stop.is_set():
+                self.metrics.heartbeat()
                 records = poll_batch(self.consumer, s.batch_size, s.max_wait_ms, idle_wait_ms=100)
                 self._handle(records)
                 now = time.monotonic()
@@ -274,6 +300,7 @@ class ConsumerLoop:
                 if now - last_log >= s.stats_interval_s:
                     logger.info(self.stats.summary())
                     self.stats_writer.write()
+                    self.metrics.sample_lag(self.consumer, self._committed, self._next)
                     last_log = now
                 if s.max_idle_s is not None and now - last_record >= s.max_idle_s:
                     logger.info("idle for %.1fs: stopping", s.max_idle_s)
@@ -285,6 +312,7 @@ class ConsumerLoop:
         finally:
             self.stats_writer.write()
             logger.info("final: %s", self.stats.summary())
+            self.metrics.close()
             self.processor.close()
             self.consumer.close(autocommit=False)
         return self.stats
@@ -324,18 +352,27 @@ def run_job(cfg: MmadsConfig, job: str, topic: str, processor: Processor, *, bat
 
     Returns:
         The job's counters.
+
+    Raises:
+        StackError: the metrics port cannot be bound (``streaming.metrics_port``).
     """
     stop = stop_event or threading.Event()
     install_signal_handlers(stop)
     stats = stats or JobStats(job=job)
+    metrics, stats.metrics_port = start_job(job, topic, cfg.streaming.metrics_bind(cfg.profile))
     writer = StatsWriter(cfg, stats, topic)
-    producer = make_producer(cfg, client_id=f"mmads-{job}-dlq")
-    consumer = make_consumer(cfg, group=group_id(cfg, job), client_id=f"mmads-{job}",
-                             max_poll_records=batch_size)
+    try:
+        producer = make_producer(cfg, client_id=f"mmads-{job}-dlq")
+        consumer = make_consumer(cfg, group=group_id(cfg, job), client_id=f"mmads-{job}",
+                                 max_poll_records=batch_size)
+    except BaseException:
+        metrics.close()
+        raise
     settings = LoopSettings(batch_size=batch_size, max_wait_ms=max_wait_ms,
                             max_backoff_s=cfg.streaming.max_backoff_s,
                             stats_interval_s=cfg.streaming.stats_interval_s, max_idle_s=max_idle_s)
-    loop = ConsumerLoop(consumer, topic, processor, DeadLetterWriter(producer), stats, writer, settings, stop)
+    loop = ConsumerLoop(consumer, topic, processor, DeadLetterWriter(producer), stats, writer, settings, stop,
+                        metrics)
     logger.info("%s job consuming %s as group %s", job, topic, group_id(cfg, job))
     try:
         return loop.run()

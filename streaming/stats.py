@@ -3,7 +3,8 @@
 Each job process writes ``<state_dir>/streaming/stats/<job>-<pid>.json`` every few seconds and at
 every commit: its counters and the offsets it has committed per partition. Freshness samples
 (Kafka message timestamp -> the moment the row was written to every sink) are appended to
-``<state_dir>/streaming/freshness/<job>-<pid>.csv``. :func:`wait_caught_up` compares committed
+``<state_dir>/streaming/freshness/<job>-<pid>.csv`` (and observed by the process's
+``mmads_stream_freshness_seconds`` histogram). :func:`wait_caught_up` compares committed
 offsets with the number of messages a producer reports it wrote, because Tansu reports wrong end
 offsets (docs/architecture.md, Tansu).
 """
@@ -25,6 +26,7 @@ import pandas as pd
 from infra.config import MmadsConfig
 from infra.errors import StackError
 from infra.processes import pid_alive, write_json_atomic
+from streaming.metrics import observe_freshness
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class JobStats:
         assigned: ``"topic:partition"`` currently owned by this process (readiness: a job is ready
             to consume once its processes together own every partition of its topic).
         batch_ms: recent batch latencies (ms), for p50/p99 in the log.
+        metrics_port: where the process serves ``/metrics``, ``/healthz``, ``/readyz`` (None: nowhere).
     """
 
     job: str
@@ -68,6 +71,7 @@ class JobStats:
     committed: dict[str, int] = field(default_factory=dict)
     assigned: list[str] = field(default_factory=list)
     batch_ms: list[float] = field(default_factory=list)
+    metrics_port: int | None = None
 
     def add_batch_ms(self, ms: float) -> None:
         """Remember one batch latency (keeps the last 1,000)."""
@@ -212,13 +216,15 @@ class FreshnessLog:
     """
 
     def __init__(self, cfg: MmadsConfig, job: str) -> None:
+        self.job = job
         self.path = freshness_dir(cfg) / f"{job}-{os.getpid()}.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(self, keys: np.ndarray, produced_ms: np.ndarray, written_ms: int) -> None:
-        """Append one batch of samples (all written at ``written_ms``)."""
+        """Append one batch of samples (all written at ``written_ms``); they also feed the freshness histogram."""
         if len(keys) == 0:
             return
+        observe_freshness(self.job, (written_ms - np.asarray(produced_ms, dtype=np.int64)) / 1000.0)
         lines = "".join(f"{int(k)},{int(p)},{written_ms}\n" for k, p in zip(keys, produced_ms, strict=True))
         with open(self.path, "a") as f:
             f.write(lines)

@@ -19,6 +19,7 @@ def make_config(state_dir: Path, **overrides: object) -> MmadsConfig:
         "kafka": {"port": free_port(), "partitions": 4},
         "milvus": {"port": free_port()},
         "serving": {"port": free_port()},
+        "streaming": {"metrics_port": 0},  # each job process picks a free port (recorded in its stats file)
     }
     changes.update(overrides)
     return base.with_overrides(**changes)

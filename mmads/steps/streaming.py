@@ -60,6 +60,9 @@ def reset_streaming_state(ctx: RunContext) -> None:
 def run_start_streaming(ctx: RunContext) -> dict[str, Any]:
     """Start each streaming job as ``cfg.streaming.processes`` processes in one consumer group.
 
+    Each process serves its metrics on its own port (``streaming.metrics_port`` plus its index over
+    the run's job processes: items first, then behaviors, then impressions).
+
     When no job is running yet, the state of earlier runs is reset first (see
     :func:`reset_streaming_state`).
     """
@@ -67,13 +70,15 @@ def run_start_streaming(ctx: RunContext) -> dict[str, Any]:
     started: dict[str, int] = {}
     if not any(live_record(ctx.cfg.state_dir, n) for n in job_names(ctx)):
         reset_streaming_state(ctx)
-    for job, module in JOBS.items():
+    for j, (job, module) in enumerate(JOBS.items()):
         for i in range(ctx.cfg.streaming.processes):
             name = f"stream-{job}-{i}"
             if (rec := live_record(ctx.cfg.state_dir, name)) is not None:
                 started[name] = rec.pid
                 continue
-            argv = [sys.executable, "-m", module, "--config", str(ctx.config_file)]
+            # one metrics port per process: streaming.metrics_port + j * processes + i
+            index = j * ctx.cfg.streaming.processes + i
+            argv = [sys.executable, "-m", module, "--config", str(ctx.config_file), "--process-index", str(index)]
             if job == "items":
                 argv += ["--model", str(model_dir)]
             started[name] = start_process(ctx.cfg.state_dir, name, argv, role="client").pid

@@ -55,6 +55,8 @@ def test_main_job_in_the_cluster_profile(tmp_path: Path, services: MmadsConfig, 
         "MMADS_FEAST__REDIS_CONNECTION_STRING": redis_conn,
         "MMADS_STREAMING__PROCESSES": str(CONSUMERS_PER_JOB),
         "MMADS_SERVING__PORT": str(free_port()),
+        "MMADS_STREAMING__METRICS_PORT": "0",
+        "MMADS_STREAMING__METRICS_HOST": "127.0.0.1",  # the cluster profile would bind 0.0.0.0
     })
     res = _run(tmp_path, data, out, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -38,6 +38,7 @@ def _env(tmp: Path) -> dict[str, str]:
         "MMADS_KAFKA__PORT": str(cfg.kafka.port),
         "MMADS_MILVUS__PORT": str(cfg.milvus.port),
         "MMADS_SERVING__PORT": str(cfg.serving.port),
+        "MMADS_STREAMING__METRICS_PORT": "0",  # free ports: tests share the machine
     })
     return env
 
