@@ -26,11 +26,10 @@ import logging
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-
-from kafka import ConsumerRebalanceListener
 
 from infra.config import MmadsConfig
 from infra.errors import StackError
@@ -38,6 +37,10 @@ from streaming.dlq import DeadLetter, DeadLetterWriter, reason_class
 from streaming.kafka_io import group_id, make_consumer, make_producer
 from streaming.metrics import JobMetrics, start_job, timed
 from streaming.stats import JobStats, StatsWriter
+
+with warnings.catch_warnings():  # kafka-python 3 reads its protocol schemas with deprecated importlib calls
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import ConsumerRebalanceListener
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

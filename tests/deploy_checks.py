@@ -42,7 +42,6 @@ from infra.errors import ConfigError
 from mmads.cli import build_parser
 from mmads.commands.stream import JOBS
 from serving.auth import is_loopback
-from streaming.stats import stats_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = REPO_ROOT / "infra" / "compose"
@@ -54,6 +53,7 @@ K8S_README = K8S_DIR / "README.md"
 NAMESPACE = "mmads"
 MIN_STREAM_REPLICAS = 2
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
 
 SECRET_WORDS = ("PASSWORD", "PASSWD", "TOKEN", "SECRET", "ACCESS_KEY", "CREDENTIAL")
 # A secret may be ${VAR}, ${VAR:?message}, ${VAR?message}, ${VAR:-} or ${VAR-}: never a default value.
@@ -278,7 +278,7 @@ def check_containers(containers: list[MmadsContainer]) -> dict[str, tuple[argpar
 
 
 def check_streaming(containers: list[MmadsContainer]) -> None:
-    """Each streaming job runs with replicas and a health check that reads its own stats files."""
+    """Each streaming job runs with replicas and HTTP health checks on its metrics port."""
     seen: dict[str, int] = {}
     for c in containers:
         ns, cfg = parse_cli(c.argv, c.where), config_from_env(c.env, c.where)
@@ -291,12 +291,27 @@ def check_streaming(containers: list[MmadsContainer]) -> None:
         if c.replicas > cfg.kafka.partitions:
             raise DeployCheckError(f"{c.where}: {c.replicas} replicas but {cfg.kafka.partitions} partitions "
                                    "per topic: the extra consumers would sit idle")
-        if str(stats_dir(cfg)) not in c.health:
-            raise DeployCheckError(f"{c.where}: the health check does not read the job's stats files "
-                                   f"under {stats_dir(cfg)}")
+        check_stream_probes(c, cfg)
     missing = sorted(set(JOBS) - set(seen))
     if missing:
         raise DeployCheckError(f"streaming jobs not deployed: {', '.join(missing)}")
+
+
+def check_stream_probes(c: MmadsContainer, cfg: MmadsConfig) -> None:
+    """A job's metrics port is reachable, declared and probed: ``/healthz`` always, ``/readyz`` in k8s."""
+    bind = cfg.streaming.metrics_bind(cfg.profile)
+    if bind is None:
+        raise DeployCheckError(f"{c.where}: streaming.metrics_port is null: no /metrics, /healthz or /readyz")
+    host, port = bind
+    if is_loopback(host):
+        raise DeployCheckError(f"{c.where}: metrics bind {host}, unreachable from outside its container")
+    if port not in c.ports:
+        raise DeployCheckError(f"{c.where}: metrics on {port} but declares ports {sorted(c.ports)}")
+    wanted = [HEALTH_PATH, READY_PATH] if c.where.startswith(tuple(f"{k}/" for k in WORKLOAD_KINDS)) else [HEALTH_PATH]
+    for path in wanted:
+        if (port, path) not in c.http_checks:
+            raise DeployCheckError(f"{c.where}: no probe on {path} at the metrics port {port} "
+                                   f"(has {sorted(c.http_checks)})")
 
 
 def check_ranking(containers: list[MmadsContainer]) -> None:

@@ -279,6 +279,27 @@ def test_streaming_checker_rejects_one_replica_and_a_missing_job(compose: dict[s
         check_streaming(compose_containers(broken))
 
 
+def test_streaming_checker_rejects_jobs_without_reachable_probed_metrics(compose: dict[str, Any],
+                                                                        k8s: list[dict[str, Any]]) -> None:
+    broken = copy.deepcopy(compose)
+    _service(broken, "stream-items")["healthcheck"] = {"test": ["CMD", "true"]}
+    with pytest.raises(DeployCheckError, match="no probe on /healthz at the metrics port 9400"):
+        check_streaming(compose_containers(broken))
+    broken = copy.deepcopy(compose)
+    _service(broken, "stream-items")["environment"] = {**CLUSTER_ENV, "MMADS_STREAMING__METRICS_HOST": "127.0.0.1"}
+    with pytest.raises(DeployCheckError, match="metrics bind 127.0.0.1"):
+        check_streaming(compose_containers(broken))
+    broken = copy.deepcopy(compose)
+    del _service(broken, "stream-behaviors")["expose"]
+    with pytest.raises(DeployCheckError, match="metrics on 9400 but declares ports"):
+        check_streaming(compose_containers(broken))
+    broken = copy.deepcopy(k8s)
+    del _workload(broken, "Deployment", "mmads-stream-impressions")["spec"]["template"]["spec"]["containers"][0][
+        "readinessProbe"]
+    with pytest.raises(DeployCheckError, match="no probe on /readyz"):
+        check_streaming(k8s_containers(broken))
+
+
 @pytest.mark.parametrize(("change", "match"), [
     ({"command": ["serve", "--run", "/runs/current", "--host", "0.0.0.0", "--port", "8701"]}, "serves on 8701"),
     ({"command": ["serve", "--run", "/runs/current", "--port", "8700"]}, "binds 127.0.0.1"),
