@@ -385,6 +385,20 @@ def test_sighup_reloads_the_run_without_failing_requests(world: World, cfg: Mmad
         assert seen[-1] == versions["simtier"], seen[-3:]
 
 
+def test_json_logs_of_the_service_and_its_workers(world: World, cfg: MmadsConfig, tmp_path: Path):
+    body = {"user_id": 1, "candidate_item_ids": world.items["item_id"].tolist()[:5]}
+    with _service_process(world, cfg, tmp_path, "--workers", "2", env={"MMADS_LOGGING__FORMAT": "json"}) as (
+            proc, _, base):
+        assert httpx.post(f"{base}/rank", json=body, timeout=30).status_code == 200
+    assert proc.stdout is not None
+    lines = [line for line in proc.stdout.read().decode().split("\n") if line.strip()]
+    docs = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "job", "pid", "message"} <= set(d) and d["job"] == "serving" for d in docs), docs
+    workers = {d["pid"] for d in docs if d["message"].startswith("worker ")}
+    assert len(workers) == 2 and proc.pid not in workers  # the spawned workers log JSON too
+    assert any(d["logger"].startswith("uvicorn") for d in docs)  # uvicorn's own lines as well
+
+
 def test_two_workers_share_the_port_and_reload_together(world: World, cfg: MmadsConfig, tmp_path: Path):
     token = {cfg.serving.token_env: "t0ken-for-admin"}
     body = {"user_id": 1, "candidate_item_ids": world.items["item_id"].tolist()[:20]}
