@@ -122,6 +122,23 @@ def setup_logging(fmt: LogFormat, job: str, level: int = logging.INFO, *,
     route_warnings()
 
 
+def adopt_pymilvus_logs() -> None:
+    """Route pymilvus' loggers through the root handler (JSON or text), at WARNING and above.
+
+    pymilvus installs its own stderr handlers (propagation off) when it is first imported, which would
+    write plain-text lines into a JSON stream; importing it here first lets the handlers be removed.
+    Only for processes that use Milvus anyway (the import takes about a second).
+    """
+    import pymilvus.settings  # noqa: F401 - its import runs the logging setup this undoes
+
+    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer"):
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = True
+        if name != "pymilvus":
+            lib.setLevel(logging.NOTSET)  # inherit the parent's level
+
+
 def format_from_env(default: LogFormat = "text") -> LogFormat:
     """``MMADS_LOGGING__FORMAT`` when it names a format, else ``default`` (before any config is read)."""
     value = os.environ.get("MMADS_LOGGING__FORMAT", "").strip().lower()

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from infra.errors import DatasetError, MmadsError
-from infra.logs import LogFormat, format_from_env, make_formatter, route_warnings
+from infra.logs import LogFormat, adopt_pymilvus_logs, format_from_env, make_formatter, route_warnings
 from infra.redact import redact_logs
 
 logger = logging.getLogger("mmads")
@@ -52,6 +52,8 @@ def _setup_logging(verbose: int, quiet: int = 0, fmt: LogFormat = "text", job: s
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if fmt == "json":  # warnings as JSON lines too (library deprecations and notices dropped)
         route_warnings()
+        if job in ("items", "behaviors", "impressions", "serving", "run", "demo"):  # verbs that use Milvus
+            adopt_pymilvus_logs()
 
 
 def _log_settings(args: argparse.Namespace) -> tuple[LogFormat, str]:

@@ -34,7 +34,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from infra.config import MmadsConfig, load_config, save_config
 from infra.errors import MmadsError
-from infra.logs import setup_logging
+from infra.logs import adopt_pymilvus_logs, setup_logging
 from infra.processes import write_json_atomic
 from infra.redact import redact_logs
 from serving.app import create_app
@@ -150,6 +150,7 @@ def worker_app() -> FastAPI:
     doc = json.loads(pointer.read_text())
     cfg = load_config(doc["config"], env={})  # the parent's overrides are in the file; secrets in os.environ
     if cfg.logging.format == "json":  # a spawned worker does not inherit the parent's handlers
+        adopt_pymilvus_logs()
         setup_logging("json", "serving")
     torch.set_num_threads(TORCH_THREADS)
     _redact_logs()

@@ -13,7 +13,7 @@ from typing import Any
 
 from infra.config import MmadsConfig, load_config
 from infra.errors import MmadsError
-from infra.logs import format_from_env, setup_logging
+from infra.logs import adopt_pymilvus_logs, format_from_env, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def job_main(run: Callable[[MmadsConfig, argparse.Namespace], Any], what: str, a
                         help="index of this process among a run's job processes on one host (metrics port offset)")
     args = parser.parse_args(argv)
     level = logging.getLevelName(args.log_level.upper())
+    adopt_pymilvus_logs()
     setup_logging(format_from_env(), job, level)  # until the config names the format
     # pymilvus logs every failed RPC with a traceback; the loop already logs each retry in one line.
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)

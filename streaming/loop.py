@@ -226,6 +226,7 @@ class ConsumerLoop:
         self.metrics = metrics or start_job(stats.job, topic, None)[0]
         self._next: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
+        self._processed_at_commit = 0
 
     def forget(self, parts: list[tuple[str, int]]) -> None:
         """Drop bookkeeping of partitions this process no longer owns."""
@@ -240,8 +241,11 @@ class ConsumerLoop:
         self.metrics.sync_counts(self.stats.written, self.stats.dead_lettered)
 
     def _commit_point(self, why: str) -> None:
+        retries = self.stats.retries
         retry_with_backoff(self.processor.flush, "flush", self.stop, self.settings.max_backoff_s, self.stats,
                            self.metrics.heartbeat)
+        # a retried flush retries the durable writes of every message consumed since the last commit
+        self.metrics.retried((self.stats.retries - retries) * (self.stats.processed - self._processed_at_commit))
         self.dlq.flush()
         held = self.processor.held_offsets()
         offsets = {p: min(nxt, held.get(p, nxt)) for p, nxt in self._next.items()}
@@ -259,6 +263,7 @@ class ConsumerLoop:
             logger.warning("commit of %s failed (%s): the data will be re-delivered", todo, exc)
             return
         self._committed.update(todo)
+        self._processed_at_commit = self.stats.processed
         self.metrics.committed()
         self.stats.commits += 1
         self.stats.committed.update({f"{t}:{p}": o for (t, p), o in self._committed.items()})

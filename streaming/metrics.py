@@ -7,8 +7,8 @@ profile):
 * ``GET /metrics`` - the Prometheus text format:
 
   * ``mmads_stream_events_total{job, topic, outcome}`` - messages ``written`` to the sinks,
-    ``dead_lettered``, and ``retried`` (messages of a batch processed again after a sink failure,
-    once per retry);
+    ``dead_lettered``, and ``retried`` (once per retry after a sink failure: the messages of a batch
+    processed again, or, for a failed durable flush, the messages consumed since the last commit);
   * ``mmads_stream_dead_letters_total{job, reason}`` - dead letters by reason class
     (:func:`streaming.dlq.reason_class`: ``bad_json``, ``missing_field``, ``bad_time``, ...);
   * ``mmads_stream_consumer_lag{job, topic, partition}`` - messages behind, per owned partition:

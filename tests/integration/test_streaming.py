@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -365,6 +367,9 @@ def test_indexer_survives_a_milvus_outage(base_cfg: MmadsConfig, model_dir: Path
         committed_down = committed_counts(cfg).get(cfg.kafka.topics.items, 0)
         time.sleep(4.0)
         assert committed_counts(cfg).get(cfg.kafka.topics.items, 0) == committed_down
+        metrics_port = int(jobs[0].stats(cfg)["metrics_port"])  # type: ignore[call-overload]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as res:
+            assert res.status == 200  # retrying with backoff is alive: no restart while a sink is down
         milvus = start_milvus()
         # Everything committed before or during the outage is in the restarted Milvus.
         sink = MilvusSink(cfg, DIM)
@@ -373,6 +378,9 @@ def test_indexer_survives_a_milvus_outage(base_cfg: MmadsConfig, model_dir: Path
         wait_caught_up(cfg, {cfg.kafka.topics.items: 300}, timeout_s=90)
         assert sink.count() == 300
         assert int(jobs[0].stats(cfg)["retries"]) > 0  # type: ignore[call-overload]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as res:
+            text = res.read().decode()
+        assert re.search(r'mmads_stream_events_total\{job="items",outcome="retried",topic="[^"]+"\} [1-9]', text)
         assert jobs[0].stop() == 0
     finally:
         milvus.send_signal(signal.SIGTERM)

@@ -62,3 +62,22 @@ def test_the_cli_in_json_format_writes_only_json_lines(tmp_path: Path) -> None:
     for doc in docs:
         assert {"time", "level", "job", "pid", "message"} <= set(doc)
     assert any(d["job"] == "data" and d["level"] == "INFO" for d in docs)
+
+
+def test_pymilvus_logs_go_through_the_root_handler() -> None:
+    from infra.logs import adopt_pymilvus_logs
+
+    adopt_pymilvus_logs()
+    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.decorators"):
+        lib = logging.getLogger(name)
+        assert lib.handlers == [] and lib.propagate, name  # no plain-text handler of its own
+    # its RPC error lines (pymilvus.decorators) now reach the root's formatter
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(handler)
+    try:
+        logging.getLogger("pymilvus.decorators").error("RPC error: [upsert_rows]")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert [r.getMessage() for r in seen] == ["RPC error: [upsert_rows]"]
