@@ -173,7 +173,7 @@ class BehaviorJob:
         letters: list[DeadLetter] = []
         valid: list[tuple[BehaviorEvent, Any]] = []
         window = self.cfg.data.plausible_time_window
-        with timed("decode"):
+        with timed("decode", len(records)):
             for r in records:
                 try:
                     valid.append((cast(BehaviorEvent, parse_event("behaviors", r.value, window)), r))

@@ -79,7 +79,7 @@ class ImpressionLogger(StatelessProcessor):
         """Validate and buffer one batch; returns the dead letters."""
         letters: list[DeadLetter] = []
         window = self.cfg.data.plausible_time_window
-        with timed("decode"):
+        with timed("decode", len(records)):
             for r in records:
                 try:
                     ev = cast(ImpressionEvent, parse_event("impressions", r.value, window))

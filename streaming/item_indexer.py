@@ -198,7 +198,7 @@ class ItemIndexer(StatelessProcessor):
         """Validate, encode and write one batch; returns the dead letters."""
         letters: list[DeadLetter] = []
         latest: dict[int, tuple[ItemEvent, Any]] = {}
-        with timed("decode"):
+        with timed("decode", len(records)):
             for r in records:
                 try:
                     ev = parse_event("items", r.value, self.cfg.data.plausible_time_window)

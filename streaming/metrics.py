@@ -116,13 +116,14 @@ _current = threading.local()
 
 
 @contextmanager
-def timed(phase: str) -> Iterator[None]:
+def timed(phase: str, n: int | None = None) -> Iterator[None]:
     """Time a phase of the batch being handled in this thread (``mmads_stream_batch_seconds``).
 
-    Outside a job loop (``mmads stream reindex``, unit tests) nothing is recorded.
+    Outside a job loop (``mmads stream reindex``, unit tests) nothing is recorded, nor is a phase
+    over ``n == 0`` messages (the loop's idle ticks would crowd the histogram with empty batches).
     """
     job: JobMetrics | None = getattr(_current, "job", None)
-    if job is None:
+    if job is None or n == 0:
         yield
         return
     started = time.perf_counter()

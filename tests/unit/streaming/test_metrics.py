@@ -43,6 +43,8 @@ def test_endpoints_follow_the_job_loop() -> None:
         job.activate()
         with timed("decode"):
             pass
+        with timed("decode", 0):  # an idle tick: not recorded
+            pass
         job.sync_counts(written=5, dead_lettered=1)
         job.sync_counts(written=7, dead_lettered=1)  # running totals: only the difference counts
         job.dead_letter("bad_json")
