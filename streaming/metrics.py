@@ -12,7 +12,8 @@ profile):
   * ``mmads_stream_dead_letters_total{job, reason}`` - dead letters by reason class
     (:func:`streaming.dlq.reason_class`: ``bad_json``, ``missing_field``, ``bad_time``, ...);
   * ``mmads_stream_consumer_lag{job, topic, partition}`` - messages behind, per owned partition:
-    ``max(broker end offset, next offset consumed) - committed``, sampled every
+    ``max(broker end offset, next offset consumed) - committed`` (the consumer's position until this
+    process has committed), sampled every
     ``streaming.stats_interval_s`` (on Tansu the end offset is low: see docs/operations.md);
   * ``mmads_stream_freshness_seconds{job}`` - histogram, Kafka message time -> written to every sink;
   * ``mmads_stream_batch_seconds{job, phase}`` - histogram of the phases of a micro-batch:
@@ -55,7 +56,7 @@ OUTCOMES = ("written", "dead_lettered", "retried")
 LIVENESS_TIMEOUT_S = 60.0
 FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-LAG_TIMEOUT_MS = 2000
+LAG_TIMEOUT_MS = 1000
 
 
 class StreamMetrics:
@@ -221,11 +222,16 @@ class JobMetrics:
             for tp in tps:
                 key = (tp.topic, tp.partition)
                 done = committed.get(key)
-                if done is None:  # nothing committed by this process yet: the group's offset
-                    done = consumer.committed(tp, timeout_ms=LAG_TIMEOUT_MS) or 0
+                if done is None:
+                    # Nothing committed by this process yet: where it is reading (the group's offset
+                    # at assignment, or the reset). Not consumer.committed(): a coordinator request
+                    # on every sample slowed the loop enough under load to stall rebalances on Tansu.
+                    done = consumer.position(tp, timeout_ms=LAG_TIMEOUT_MS)
+                    if done is None:
+                        continue
                 # Tansu reports the last batch's start + 1 as the end: what was consumed is a floor
                 end = max(int(ends.get(tp) or 0), consumed.get(key, 0))
-                lag[key] = float(max(end - done, 0))
+                lag[key] = float(max(end - int(done), 0))
         except KafkaError as exc:
             logger.debug("lag not sampled: %s", exc)
             return
