@@ -29,7 +29,8 @@ from typing import Any, Protocol, TypeVar
 from kafka import ConsumerRebalanceListener
 
 from infra.config import MmadsConfig
-from infra.errors import StackError
+from infra.errors import BrokerDataLossError, StackError
+from streaming.broker_check import BrokerWatch
 from streaming.dlq import DeadLetter, DeadLetterWriter
 from streaming.kafka_io import group_id, make_consumer, make_producer
 from streaming.stats import JobStats, StatsWriter
@@ -195,11 +196,13 @@ class ConsumerLoop:
         stats_writer: writes the stats file.
         settings: batching, backoff and idle knobs.
         stop: set it to stop gracefully (signals set it too).
+        watch: checks each polled batch for a broker that lost the topic (it raises
+            :class:`~infra.errors.BrokerDataLossError`, which ends the loop without a commit).
     """
 
     def __init__(self, consumer: Any, topic: str, processor: Processor, dlq: DeadLetterWriter,
                  stats: JobStats, stats_writer: StatsWriter, settings: LoopSettings,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, watch: BrokerWatch | None = None) -> None:
         self.consumer = consumer
         self.topic = topic
         self.processor = processor
@@ -208,6 +211,7 @@ class ConsumerLoop:
         self.stats_writer = stats_writer
         self.settings = settings
         self.stop = stop or threading.Event()
+        self.watch = watch
         self._next: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
 
@@ -265,6 +269,8 @@ class ConsumerLoop:
         try:
             while not self.stop.is_set():
                 records = poll_batch(self.consumer, s.batch_size, s.max_wait_ms, idle_wait_ms=100)
+                if self.watch is not None:
+                    self.watch.observe(records, self._next)
                 self._handle(records)
                 now = time.monotonic()
                 if records or self.processor.has_pending():
@@ -279,6 +285,9 @@ class ConsumerLoop:
                     logger.info("idle for %.1fs: stopping", s.max_idle_s)
                     break
             self.commit_point("shutdown")
+        except BrokerDataLossError:
+            self._next.clear()  # offsets into a log the broker lost: the close's revocation commits none
+            raise
         except StackError as exc:
             # Only reached when stopping while a sink is down: nothing unwritten was committed.
             logger.error("stopping with a sink down; uncommitted data will be re-delivered: %s", exc)
@@ -335,9 +344,11 @@ def run_job(cfg: MmadsConfig, job: str, topic: str, processor: Processor, *, bat
     settings = LoopSettings(batch_size=batch_size, max_wait_ms=max_wait_ms,
                             max_backoff_s=cfg.streaming.max_backoff_s,
                             stats_interval_s=cfg.streaming.stats_interval_s, max_idle_s=max_idle_s)
-    loop = ConsumerLoop(consumer, topic, processor, DeadLetterWriter(producer), stats, writer, settings, stop)
+    watch = BrokerWatch(cfg, topic, interval_s=cfg.streaming.stats_interval_s)
+    loop = ConsumerLoop(consumer, topic, processor, DeadLetterWriter(producer), stats, writer, settings, stop, watch)
     logger.info("%s job consuming %s as group %s", job, topic, group_id(cfg, job))
     try:
         return loop.run()
     finally:
+        watch.close()
         producer.close(timeout=10)
