@@ -175,6 +175,23 @@ class _Rebalance(ConsumerRebalanceListener):
             self.loop.forget(parts)
             self.loop.processor.on_revoked(parts)
 
+    def on_partitions_lost(self, lost: Any) -> None:
+        """The group no longer knows this member (a broker that restarted forgets its groups).
+
+        A commit would be refused, and kafka-python calls this on its IO thread, where the blocking
+        commit of :meth:`on_partitions_revoked` cannot run: flush what was processed, drop the
+        partitions and commit nothing. The next owner re-reads from the last commit; the writes are
+        idempotent (the crash path).
+        """
+        parts = [(tp.topic, tp.partition) for tp in lost]
+        gone = {f"{t}:{p}" for t, p in parts}
+        self.loop.stats.assigned = [tp for tp in self.loop.stats.assigned if tp not in gone]
+        if parts:
+            logger.warning("group membership lost: dropping %s without a commit", sorted(parts))
+            self.loop.commit_point("lost", commit=False)
+            self.loop.forget(parts)
+            self.loop.processor.on_revoked(parts)
+
     def on_partitions_assigned(self, assigned: Any) -> None:
         parts = [(tp.topic, tp.partition) for tp in assigned]
         logger.info("assigned partitions %s", sorted(parts))
@@ -221,10 +238,12 @@ class ConsumerLoop:
             self._next.pop(p, None)
             self._committed.pop(p, None)
 
-    def commit_point(self, why: str) -> None:
-        """Flush the processor and the dead letters, then commit what is final."""
+    def commit_point(self, why: str, *, commit: bool = True) -> None:
+        """Flush the processor and the dead letters, then commit what is final (unless ``commit`` is False)."""
         retry_with_backoff(self.processor.flush, "flush", self.stop, self.settings.max_backoff_s, self.stats)
         self.dlq.flush()
+        if not commit:
+            return
         held = self.processor.held_offsets()
         offsets = {p: min(nxt, held.get(p, nxt)) for p, nxt in self._next.items()}
         todo = {p: o for p, o in offsets.items() if self._committed.get(p) != o}
