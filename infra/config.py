@@ -43,9 +43,9 @@ class S3StorageConfig(_Section):
     """The S3-compatible store behind the embedded broker's ``s3`` storage (``kafka.storage: s3``).
 
     Attributes:
-        endpoint: an S3 endpoint URL (a bucket on AWS, MinIO, ...); None starts the local
-            S3-compatible server (``s3rver``, installed by ``make setup``) on ``host:port`` with its
-            data under ``<state_dir>/s3``.
+        endpoint: an S3 endpoint URL (a bucket on AWS, MinIO, ...); None starts moto's local S3
+            server on ``host:port`` (objects in its memory: they survive a broker crash, not
+            ``stack down``).
         host: where the local server listens.
         port: the local server's port.
         bucket: the bucket Tansu keeps topics, offsets and groups in (the local server creates it;
@@ -74,7 +74,8 @@ class KafkaConfig(_Section):
 
     ``storage`` picks the embedded broker's storage engine: ``memory`` loses every topic, message and
     committed offset when the broker process ends; ``s3`` keeps them in an S3-compatible bucket
-    (``s3`` section), so a broker crash or restart loses nothing.
+    (``s3`` section), so a broker crash or restart loses nothing (``stack down`` loses them too when
+    the bucket is the local server's).
     """
 
     bootstrap_servers: str | None = None

@@ -241,7 +241,7 @@ def probe_s3(cfg: MmadsConfig) -> PartStatus:
     ep = f"http://{s3.host}:{s3.port}"
     if not port_open(s3.host, s3.port, timeout=2.0):
         return PartStatus("s3", False, ep, "unreachable: connection refused")
-    return PartStatus("s3", True, ep, f"bucket {s3.bucket} under {cfg.state_dir / 's3'}")
+    return PartStatus("s3", True, ep, f"bucket {s3.bucket} (in the server's memory)")
 
 
 def ensure_topics(cfg: MmadsConfig) -> list[str]:
@@ -310,8 +310,9 @@ def up(cfg: MmadsConfig) -> list[PartStatus]:
 def down(cfg: MmadsConfig, grace_s: float = 5.0) -> list[str]:
     """Stop everything recorded in the state dir: clients first, then Milvus, the broker, the S3 server.
 
-    A broker on memory storage takes its topics with it, so their recorded ids are dropped too (the
-    next ``up`` starts clean); with s3 storage they stay, and the next ``up`` checks them.
+    A broker on memory storage, or on the local S3 server (which keeps objects in memory), takes its
+    topics with it, so their recorded ids are dropped too (the next ``up`` starts clean); on an
+    external bucket they stay, and the next ``up`` checks them.
 
     Returns:
         The names of the processes that were stopped.
@@ -321,7 +322,7 @@ def down(cfg: MmadsConfig, grace_s: float = 5.0) -> list[str]:
     order += [n for n in (MILVUS, KAFKA, S3_SERVER) if any(r.name == n for r in records)]
     order += [r.name for r in records if r.name not in order]
     stopped = [n for n in order if stop_process(cfg.state_dir, n, grace_s=grace_s)]
-    if cfg.profile == "embedded" and cfg.kafka.embedded and cfg.kafka.storage == "memory":
+    if cfg.profile == "embedded" and cfg.kafka.embedded and (cfg.kafka.storage == "memory" or starts_s3_server(cfg)):
         topic_ids.forget(cfg)
     return stopped
 

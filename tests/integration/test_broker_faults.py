@@ -2,13 +2,12 @@
 
 * memory storage: the restart loses every topic; ``stack up``, ``stack status`` and a running (and a
   newly started) streaming job each report it as possible data loss and fail, never silently;
-* s3 storage (the local ``s3rver`` server, data under the state dir): the restarted broker has every
+* s3 storage (moto's local S3 server, which ``stack up`` starts): the restarted broker has every
   message and committed offset, and the jobs finish with exact Milvus and Feast contents.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from infra import stack
-from infra.broker_storage import s3rver_binary
+from infra.broker_storage import moto_server_binary
 from infra.config import MmadsConfig
 from infra.errors import BrokerDataLossError, StackError
 from infra.processes import free_port, pid_alive, port_open, read_record
@@ -143,6 +142,17 @@ def test_topic_ids_are_kept_across_a_second_up(memory_stack: MmadsConfig) -> Non
     assert stack.topic_changes(memory_stack) == []
 
 
+def _up_again(cfg: MmadsConfig) -> None:
+    """``stack.up`` after the kill; its Milvus probe (5 s) has timed out under the jobs' load, so try 3 times."""
+    for attempt in range(3):
+        try:
+            stack.up(cfg)
+            return
+        except StackError as exc:
+            if not str(exc).startswith("milvus") or attempt == 2:
+                raise
+
+
 def _s3_config(state: Path) -> MmadsConfig:
     return make_config(
         state, kafka={"port": _broker_port(), "partitions": 4, "storage": "s3", "s3": {"port": free_port()}},
@@ -155,7 +165,7 @@ def _s3_config(state: Path) -> MmadsConfig:
 @pytest.mark.slow
 def test_s3_broker_killed_mid_replay_loses_and_doubles_nothing(tmp_path: Path) -> None:
     try:
-        s3rver_binary()
+        moto_server_binary()
     except StackError as exc:
         pytest.skip(str(exc))
     from encoders import pretrained_encoder
@@ -180,7 +190,7 @@ def test_s3_broker_killed_mid_replay_loses_and_doubles_nothing(tmp_path: Path) -
         committed = committed_counts(cfg).get(t.behaviors, 0)
         _kill_broker(cfg)  # the behavior job commits every 30 s: most of what it read is uncommitted
         assert committed < sent[t.behaviors]
-        stack.up(cfg)  # the same topics (ids) from the bucket: no data loss to report
+        _up_again(cfg)  # the same topics (ids) from the bucket: no data loss to report
         sent[t.items] += replay(_dataset(tmp_path, items=later), cfg, "items", progress=False)
         sent[t.behaviors] += replay(_dataset(tmp_path, behaviors=beh.iloc[2000:]), cfg, "behaviors",
                                     progress=False)
@@ -200,7 +210,6 @@ def test_s3_broker_killed_mid_replay_loses_and_doubles_nothing(tmp_path: Path) -
             if j.proc.poll() is None:
                 j.kill()
         stack.down(cfg, grace_s=2.0)
-    # stack down stopped the S3 server too; its data stays under the state dir for the next up
-    assert json.loads((cfg.state_dir / "kafka" / "topic_ids.json").read_text())
-    assert any((cfg.state_dir / "s3").rglob("*"))
+    # stack down stopped the local S3 server too, which keeps its objects in memory: the topics went with it
+    assert not (cfg.state_dir / "kafka" / "topic_ids.json").exists()
 
