@@ -48,8 +48,8 @@ LOSS = "broker restarted with memory storage: possible data loss"
 def _broker_port() -> int:
     """A free port below the ephemeral range.
 
-    A client that keeps reconnecting to a dead broker on an ephemeral port can connect to itself
-    (TCP simultaneous open) and hold the port the restarted broker needs.
+    Between the kill and the restart, no outgoing connection or port-0 bind of another process
+    can take it (a restart on a random ephemeral port once found it taken).
     """
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     rng = random.Random()
