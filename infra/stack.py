@@ -165,12 +165,12 @@ def _managed(cfg: MmadsConfig, name: str, status: PartStatus) -> PartStatus:
     recorded = read_record(cfg.state_dir, name)
     rec = live_record(cfg.state_dir, name)
     if rec is None:
-        if recorded is not None and status.healthy:
-            return PartStatus(status.part, False, status.endpoint,
-                              f"{status.detail}; the {name} process mmads started (pid {recorded.pid}, started "
-                              f"{_since(recorded.started_at)}) is gone and another one answers: it was "
-                              "restarted outside mmads", False)
-        return status
+        if recorded is None:
+            return status
+        gone = f"the {name} process mmads started (pid {recorded.pid}, started {_since(recorded.started_at)}) is gone"
+        if status.healthy:
+            gone += " and another one answers: it was restarted outside mmads"
+        return PartStatus(status.part, False, status.endpoint, f"{status.detail}; {gone}", False)
     detail = f"{status.detail}; pid {rec.pid}, started {_since(rec.started_at)}"
     return PartStatus(status.part, status.healthy, status.endpoint, detail, True)
 

@@ -110,7 +110,9 @@ def test_memory_broker_restart_is_reported_as_possible_data_loss(memory_stack: M
     try:
         wait_caught_up(cfg, {topic: sent}, timeout_s=60)
         assert _kafka_row(cfg).healthy
-        _kill_broker(cfg)
+        pid = _kill_broker(cfg)
+        row = _kafka_row(cfg)  # status names the process that is gone
+        assert not row.healthy and f"(pid {pid}, started " in row.detail and "is gone" in row.detail
         with pytest.raises(BrokerDataLossError, match=f"{LOSS}: topics (recreated|gone): .*{topic}"):
             stack.up(cfg)  # a new broker, empty topics: up says so and fails
         assert job.proc.wait(60) == 1  # the running job stops with an error, not silently
