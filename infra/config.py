@@ -39,10 +39,48 @@ class TopicsConfig(_Section):
     behavior_changelog: str = "behaviors.state"
 
 
+class S3StorageConfig(_Section):
+    """The S3-compatible store behind the embedded broker's ``s3`` storage (``kafka.storage: s3``).
+
+    Attributes:
+        endpoint: an S3 endpoint URL (a bucket on AWS, MinIO, ...); None starts moto's local S3
+            server on ``host:port`` (objects in its memory: they survive a broker crash, not
+            ``stack down``).
+        host: where the local server listens.
+        port: the local server's port.
+        bucket: the bucket Tansu keeps topics, offsets and groups in (the local server creates it;
+            on an external endpoint it must exist).
+        region: the bucket's region.
+        access_key_id_env: the variable holding the access key of an external endpoint.
+        secret_access_key_env: the variable holding its secret key.
+    """
+
+    endpoint: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=19094, ge=1, le=65535)
+    bucket: str = Field(default="tansu", min_length=3, pattern=r"^[a-z0-9][a-z0-9.-]+$")
+    region: str = "us-east-1"
+    access_key_id_env: str = "MMADS_S3_ACCESS_KEY_ID"
+    secret_access_key_env: str = "MMADS_S3_SECRET_ACCESS_KEY"
+
+    @property
+    def embedded(self) -> bool:
+        """True when mmads starts the local S3-compatible server."""
+        return self.endpoint is None
+
+
 class KafkaConfig(_Section):
-    """Broker: the embedded Tansu broker, or an external cluster when ``bootstrap_servers`` is set."""
+    """Broker: the embedded Tansu broker, or an external cluster when ``bootstrap_servers`` is set.
+
+    ``storage`` picks the embedded broker's storage engine: ``memory`` loses every topic, message and
+    committed offset when the broker process ends; ``s3`` keeps them in an S3-compatible bucket
+    (``s3`` section), so a broker crash or restart loses nothing (``stack down`` loses them too when
+    the bucket is the local server's).
+    """
 
     bootstrap_servers: str | None = None
+    storage: Literal["memory", "s3"] = "memory"
+    s3: S3StorageConfig = S3StorageConfig()
     host: str = "127.0.0.1"
     port: int = Field(default=19092, ge=1, le=65535)
     partitions: int = Field(default=4, ge=1)

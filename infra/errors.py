@@ -87,3 +87,18 @@ class ParityError(MmadsError):
         self.check = check
         self.max_abs_diff = max_abs_diff
         self.worst = worst
+
+
+class BrokerDataLossError(MmadsError):
+    """The broker lost topics: their ids changed or they are gone since they were recorded.
+
+    Not a :class:`StackError`: nothing retries it. A streaming job that sees it stops without
+    committing; ``stack up`` and ``stack status`` report it and exit non-zero.
+
+    Attributes:
+        topics: the topics that lost their data.
+    """
+
+    def __init__(self, message: str, topics: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.topics = list(topics or [])

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from infra.config import MmadsConfig
-from infra.errors import StackError
+from infra.errors import BrokerDataLossError, StackError
+from streaming.broker_check import BrokerWatch
 from streaming.dlq import DeadLetter, DeadLetterWriter, reason_class
 from streaming.kafka_io import group_id, make_consumer, make_producer
 from streaming.metrics import JobMetrics, start_job, timed
@@ -187,6 +188,23 @@ class _Rebalance(ConsumerRebalanceListener):
             self.loop.processor.on_revoked(parts)
         self.loop.metrics.set_assigned(len(self.loop.stats.assigned))
 
+    def on_partitions_lost(self, lost: Any) -> None:
+        """The group no longer knows this member (a broker that restarted forgets its groups).
+
+        A commit would be refused, and kafka-python calls this on its IO thread, where the blocking
+        commit of :meth:`on_partitions_revoked` cannot run: flush what was processed, drop the
+        partitions and commit nothing. The next owner re-reads from the last commit; the writes are
+        idempotent (the crash path).
+        """
+        parts = [(tp.topic, tp.partition) for tp in lost]
+        gone = {f"{t}:{p}" for t, p in parts}
+        self.loop.stats.assigned = [tp for tp in self.loop.stats.assigned if tp not in gone]
+        if parts:
+            logger.warning("group membership lost: dropping %s without a commit", sorted(parts))
+            self.loop.commit_point("lost", commit=False)
+            self.loop.forget(parts)
+            self.loop.processor.on_revoked(parts)
+
     def on_partitions_assigned(self, assigned: Any) -> None:
         parts = [(tp.topic, tp.partition) for tp in assigned]
         logger.info("assigned partitions %s", sorted(parts))
@@ -210,11 +228,14 @@ class ConsumerLoop:
         settings: batching, backoff and idle knobs.
         stop: set it to stop gracefully (signals set it too).
         metrics: the job's Prometheus metrics (default: registered in this process's registry, no server).
+        watch: checks each polled batch for a broker that lost the topic (it raises
+            :class:`~infra.errors.BrokerDataLossError`, which ends the loop without a commit).
     """
 
     def __init__(self, consumer: Any, topic: str, processor: Processor, dlq: DeadLetterWriter,
                  stats: JobStats, stats_writer: StatsWriter, settings: LoopSettings,
-                 stop: threading.Event | None = None, metrics: JobMetrics | None = None) -> None:
+                 stop: threading.Event | None = None, metrics: JobMetrics | None = None,
+                 watch: BrokerWatch | None = None) -> None:
         self.consumer = consumer
         self.topic = topic
         self.processor = processor
@@ -224,6 +245,7 @@ class ConsumerLoop:
         self.settings = settings
         self.stop = stop or threading.Event()
         self.metrics = metrics or start_job(stats.job, topic, None)[0]
+        self.watch = watch
         self._next: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
         self._processed_at_commit = 0
@@ -234,19 +256,24 @@ class ConsumerLoop:
             self._next.pop(p, None)
             self._committed.pop(p, None)
 
-    def commit_point(self, why: str) -> None:
-        """Flush the processor and the dead letters, then commit what is final (timed as ``commit``)."""
+    def commit_point(self, why: str, *, commit: bool = True) -> None:
+        """Flush the processor and the dead letters, then commit what is final (timed as ``commit``).
+
+        ``commit`` False: flush only (group membership lost, or the broker lost the topic).
+        """
         with timed("commit"):
-            self._commit_point(why)
+            self._commit_point(why, commit)
         self.metrics.sync_counts(self.stats.written, self.stats.dead_lettered)
 
-    def _commit_point(self, why: str) -> None:
+    def _commit_point(self, why: str, commit: bool) -> None:
         retries = self.stats.retries
         retry_with_backoff(self.processor.flush, "flush", self.stop, self.settings.max_backoff_s, self.stats,
                            self.metrics.heartbeat)
         # a retried flush retries the durable writes of every message consumed since the last commit
         self.metrics.retried((self.stats.retries - retries) * (self.stats.processed - self._processed_at_commit))
         self.dlq.flush()
+        if not commit:
+            return
         held = self.processor.held_offsets()
         offsets = {p: min(nxt, held.get(p, nxt)) for p, nxt in self._next.items()}
         todo = {p: o for p, o in offsets.items() if self._committed.get(p) != o}
@@ -299,6 +326,8 @@ class ConsumerLoop:
             while not self.stop.is_set():
                 self.metrics.heartbeat()
                 records = poll_batch(self.consumer, s.batch_size, s.max_wait_ms, idle_wait_ms=100)
+                if self.watch is not None:
+                    self.watch.observe(records, self._next)
                 self._handle(records)
                 now = time.monotonic()
                 if records or self.processor.has_pending():
@@ -314,6 +343,9 @@ class ConsumerLoop:
                     logger.info("idle for %.1fs: stopping", s.max_idle_s)
                     break
             self.commit_point("shutdown")
+        except BrokerDataLossError:
+            self._next.clear()  # offsets into a log the broker lost: the close's revocation commits none
+            raise
         except StackError as exc:
             # Only reached when stopping while a sink is down: nothing unwritten was committed.
             logger.error("stopping with a sink down; uncommitted data will be re-delivered: %s", exc)
@@ -379,10 +411,12 @@ def run_job(cfg: MmadsConfig, job: str, topic: str, processor: Processor, *, bat
     settings = LoopSettings(batch_size=batch_size, max_wait_ms=max_wait_ms,
                             max_backoff_s=cfg.streaming.max_backoff_s,
                             stats_interval_s=cfg.streaming.stats_interval_s, max_idle_s=max_idle_s)
+    watch = BrokerWatch(cfg, topic, interval_s=cfg.streaming.stats_interval_s)
     loop = ConsumerLoop(consumer, topic, processor, DeadLetterWriter(producer), stats, writer, settings, stop,
-                        metrics)
+                        metrics, watch)
     logger.info("%s job consuming %s as group %s", job, topic, group_id(cfg, job))
     try:
         return loop.run()
     finally:
+        watch.close()
         producer.close(timeout=10)
