@@ -1,14 +1,17 @@
 """Feast data sources: parquet part-file directories (offline) and the push sources in front of them.
 
 Layout under ``cfg.state_dir / "feature_repo"``: ``offline/<view>/part-*.parquet``. Writers append a
-part file (never rewrite), and both the duckdb and the file (Dask) offline store read the glob.
+part file (never rewrite), and the duckdb, the file (Dask) and the Spark offline store read the glob
+(the Spark store as ``SparkSource``s over the same files).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from feast import FileSource, PushSource
+from feast.data_source import DataSource
 from feast.data_format import ParquetFormat
 
 from feature_repo.schema import CREATED_FIELD, ITEM_PUSH, ITEM_VIEW, TS_FIELD, USER_PUSH, USER_VIEW
@@ -25,10 +28,19 @@ def offline_dir(cfg: MmadsConfig, view: str) -> Path:
     return repo_dir(cfg) / "offline" / view
 
 
-def _parquet_source(cfg: MmadsConfig, view: str) -> FileSource:
+def _parquet_source(cfg: MmadsConfig, view: str) -> DataSource:
+    """The part files of ``view``: a FileSource, or a SparkSource for the Spark offline store."""
+    path = str(offline_dir(cfg, view) / "*.parquet")
+    if cfg.feast.offline_store == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        with warnings.catch_warnings():  # "alpha" warning on every construction; docs/scaling.md says so once
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return SparkSource(name=f"{view}_offline", path=path, file_format="parquet",
+                               timestamp_field=TS_FIELD, created_timestamp_column=CREATED_FIELD)
     return FileSource(
         name=f"{view}_offline",
-        path=str(offline_dir(cfg, view) / "*.parquet"),
+        path=path,
         file_format=ParquetFormat(),
         timestamp_field=TS_FIELD,
         created_timestamp_column=CREATED_FIELD,
@@ -45,6 +57,6 @@ def user_behavior_push(cfg: MmadsConfig) -> PushSource:
     return PushSource(name=USER_PUSH, batch_source=_parquet_source(cfg, USER_VIEW))
 
 
-def side_source(cfg: MmadsConfig, view: str) -> FileSource:
+def side_source(cfg: MmadsConfig, view: str) -> DataSource:
     """The batch source of a side-feature view (written from the dataset files, never streamed)."""
     return _parquet_source(cfg, view)
