@@ -3,10 +3,10 @@
 The Spark counterpart of :func:`training.training_set.build_training_set`, chosen by
 ``feast.offline_store: spark``. Nothing is collected to the driver:
 
-1. the impressions become a Spark DataFrame (read from Parquet; a pandas frame is first staged
-   as Parquet with microsecond timestamps beside the output), and the lookup time of each one is
-   :func:`feature_repo.history.lookup_time` of its ``ts``, applied in a pandas UDF: the one rule,
-   features for an event at t come from rows stamped strictly before t;
+1. the impressions become the entity frame, staged as Parquet beside the output, with the lookup
+   time of each one = :func:`feature_repo.history.lookup_time` of its ``ts`` (in pandas for a
+   pandas frame, in a pandas UDF for a Spark DataFrame or Parquet path): the one rule, features
+   for an event at t come from rows stamped strictly before t;
 2. Feast's Spark store joins point-in-time (``RetrievalJob.to_spark_df``): the latest row with
    ``event_timestamp <=`` the lookup time, and among equal event times the one with the latest
    ``created_ts``, as on the duckdb path;
@@ -88,39 +88,48 @@ def spark_session(cfg: MmadsConfig) -> SparkSession:
     return session
 
 
-def stage_impressions(impressions: pd.DataFrame, folder: Path) -> Path:
-    """Write ``impressions`` (user_id, item_id, clicked, ts) as Parquet Spark can read.
+_ENTITY_SCHEMA = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("clicked", pa.int8()),
+                            ("ts", pa.timestamp("us", tz="UTC")), (TS_FIELD, pa.timestamp("us", tz="UTC"))])
 
-    Spark refuses nanosecond Parquet timestamps: ``ts`` is written in microseconds (UTC).
+
+def _check_columns(columns: list[str]) -> None:
+    missing = set(IMPRESSION_COLUMNS) - set(columns)
+    if missing:
+        raise FeatureError(f"impressions lack columns {sorted(missing)}")
+
+
+def stage_impressions(impressions: pd.DataFrame, path: Path) -> Path:
+    """Write the entity frame of ``impressions`` (user_id, item_id, clicked, ts) as Parquet for Spark.
+
+    ``event_timestamp`` is :func:`~feature_repo.history.lookup_time` of ``ts``; timestamps are
+    written in microseconds (Spark refuses nanosecond Parquet timestamps).
 
     Raises:
         FeatureError: a column is missing.
     """
-    missing = set(IMPRESSION_COLUMNS) - set(impressions.columns)
-    if missing:
-        raise FeatureError(f"impressions lack columns {sorted(missing)}")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "impressions.parquet"
-    schema = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("clicked", pa.int8()),
-                        ("ts", pa.timestamp("us", tz="UTC"))])
-    with pq.ParquetWriter(path, schema) as writer:
+    _check_columns(list(impressions.columns))
+    path.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path / "part-0.parquet", _ENTITY_SCHEMA) as writer:
         for lo in range(0, len(impressions), _STAGE_ROWS):
             chunk = impressions.iloc[lo:lo + _STAGE_ROWS]
+            ts = pd.to_datetime(chunk["ts"], utc=True).dt.floor("us")
             writer.write_table(pa.table({
                 "user_id": pa.array(chunk["user_id"].to_numpy("int64")),
                 "item_id": pa.array(chunk["item_id"].to_numpy("int64")),
                 "clicked": pa.array(chunk["clicked"].to_numpy("int8")),
-                "ts": pa.array(pd.to_datetime(chunk["ts"], utc=True).dt.floor("us"), type=schema.field("ts").type),
-            }, schema=schema))
+                "ts": pa.array(ts, type=_ENTITY_SCHEMA.field("ts").type),
+                TS_FIELD: pa.array(lookup_time(ts), type=_ENTITY_SCHEMA.field(TS_FIELD).type),
+            }, schema=_ENTITY_SCHEMA))
     return path
 
 
-def entity_frame(spark: SparkSession, impressions: DataFrame | str | Path) -> DataFrame:
+def entity_frame(frame: DataFrame) -> DataFrame:
     """The Feast entity frame in Spark: the impression columns plus ``event_timestamp`` = lookup time.
 
+    The lookup time is :func:`~feature_repo.history.lookup_time` itself, run in a pandas UDF.
+
     Args:
-        spark: the session.
-        impressions: a Spark DataFrame or a Parquet path with columns user_id, item_id, clicked, ts.
+        frame: impressions with columns user_id, item_id, clicked, ts.
 
     Raises:
         FeatureError: a column is missing.
@@ -128,10 +137,7 @@ def entity_frame(spark: SparkSession, impressions: DataFrame | str | Path) -> Da
     from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
     from pyspark.sql.functions import pandas_udf
 
-    frame = impressions if not isinstance(impressions, str | Path) else spark.read.parquet(str(impressions))
-    missing = set(IMPRESSION_COLUMNS) - set(frame.columns)
-    if missing:
-        raise FeatureError(f"impressions lack columns {sorted(missing)}")
+    _check_columns(frame.columns)
 
     @pandas_udf("timestamp")  # type: ignore[call-overload]
     def _lookup(ts: pd.Series) -> pd.Series:
@@ -140,6 +146,21 @@ def entity_frame(spark: SparkSession, impressions: DataFrame | str | Path) -> Da
     return frame.select(
         F.col("user_id").cast("bigint"), F.col("item_id").cast("bigint"), F.col("clicked").cast("tinyint"),
         F.col("ts"), _lookup(F.col("ts")).alias(TS_FIELD))
+
+
+def _staged_entities(spark: SparkSession, impressions: pd.DataFrame | DataFrame | str | Path, path: Path
+                     ) -> DataFrame:
+    """The entity frame, written once to ``path`` and read back.
+
+    Feast scans it several times (its time range, the join) and the row count is checked against
+    it: a Parquet copy makes each scan a cheap read instead of a rerun of the lookup-time UDF.
+    """
+    if isinstance(impressions, pd.DataFrame):
+        stage_impressions(impressions, path)
+    else:
+        frame = spark.read.parquet(str(impressions)) if isinstance(impressions, str | Path) else impressions
+        entity_frame(frame).write.parquet(str(path))
+    return spark.read.parquet(str(path))
 
 
 def _features_fn(cfg: MmadsConfig, vectors: ItemVectors) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -167,8 +188,8 @@ def build_training_set_spark(
     Args:
         cfg: the configuration (``feast.offline_store: spark``; dim, history_len, n_tiers, side features).
         store: the applied store (its offline store is Spark).
-        impressions: user_id, item_id, clicked, ts (UTC): a pandas frame (staged as Parquet beside
-            ``out``), a Spark DataFrame, or a Parquet path with microsecond timestamps.
+        impressions: user_id, item_id, clicked, ts (UTC): a pandas frame, a Spark DataFrame, or a
+            Parquet path (microsecond timestamps); the entity frame is staged as Parquet beside ``out``.
         out: the output directory of Parquet part files (replaced atomically on a local file system);
             columns :func:`~training.training_set.training_set_schema`.
         progress: unused (Spark reports its own progress: its UI, or ``spark.ui.showConsoleProgress``);
@@ -192,8 +213,7 @@ def build_training_set_spark(
     tmp = out.with_name(f"{out.name}.{uuid.uuid4().hex}.tmp")
     staging = out.with_name(f"{out.name}.{uuid.uuid4().hex}.entities")
     try:
-        source = stage_impressions(impressions, staging) if isinstance(impressions, pd.DataFrame) else impressions
-        entity = entity_frame(spark, source)
+        entity = _staged_entities(spark, impressions, staging)
         job = store.get_historical_features(entity_df=entity, features=FAST_REFS + side_refs(cfg))  # type: ignore[arg-type]
         retrieved = job.to_spark_df()  # type: ignore[attr-defined]
         schema = training_set_schema(cfg.model.n_tiers, configured(cfg))
