@@ -11,8 +11,8 @@ import warnings
 from pathlib import Path
 
 from feast import FileSource, PushSource
-from feast.data_source import DataSource
 from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
 
 from feature_repo.schema import CREATED_FIELD, ITEM_PUSH, ITEM_VIEW, TS_FIELD, USER_PUSH, USER_VIEW
 from infra.config import MmadsConfig

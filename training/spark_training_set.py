@@ -42,7 +42,7 @@ from feast import FeatureStore
 from feature_repo.history import ItemVectors, lookup_time
 from feature_repo.schema import TS_FIELD
 from infra.config import MmadsConfig
-from infra.errors import FeatureError
+from infra.errors import ConfigError, FeatureError
 from infra.side_features import configured
 from training.training_set import (
     FAST_REFS,
@@ -68,13 +68,25 @@ def spark_session(cfg: MmadsConfig) -> SparkSession:
     Feast's Spark store uses the active session too, so the join and the SimTier step run in the
     same one. Settings read at JVM start (``spark.driver.memory``) apply to the first session of a
     process only.
+
+    Raises:
+        ConfigError: pyspark is not installed, or a local master finds no Java runtime.
     """
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError("feast.offline_store: spark needs pyspark: pip install -e '.[spark]' "
+                          "(make setup installs it)") from None
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     conf = cfg.feast.spark.spark_conf()
+    local = conf.get("spark.master", "").startswith("local")
+    if local and not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        raise ConfigError("feast.offline_store: spark runs Spark in a local JVM, and no Java runtime was found "
+                          "(no java on PATH, no JAVA_HOME): install Java 17+, e.g. Debian's "
+                          "openjdk-17-jre-headless (make system-deps)")
     if "spark.pyspark.python" in conf:
         # PySpark takes the workers' interpreter from the environment when the driver is this process
         os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
@@ -163,7 +175,10 @@ def _staged_entities(spark: SparkSession, impressions: pd.DataFrame | DataFrame 
     return spark.read.parquet(str(path))
 
 
-def _features_fn(cfg: MmadsConfig, vectors: ItemVectors) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+_BatchFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+
+
+def _features_fn(cfg: MmadsConfig, vectors: ItemVectors) -> _BatchFn:
     """The per-partition step: retrieved Arrow batches in, training-set rows out (the shared code)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -23,7 +23,7 @@ from feature_repo.simtier import SIMTIER_COLUMNS
 from feature_repo.store import append_offline, apply_repo
 from infra.config import MmadsConfig, load_config
 from infra.errors import FeatureError
-from tests.integration.test_point_in_time import DIM, N, T0, TIERS, _strict_history, _tied_log
+from tests.integration.test_point_in_time import DIM, T0, TIERS, N, _strict_history, _tied_log
 from training.spark_training_set import build_training_set_spark as build_spark
 from training.training_set import build_training_set, check_parity, materialize_from_dataset
 
