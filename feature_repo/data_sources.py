@@ -30,17 +30,18 @@ def offline_dir(cfg: MmadsConfig, view: str) -> Path:
 
 def _parquet_source(cfg: MmadsConfig, view: str) -> DataSource:
     """The part files of ``view``: a FileSource, or a SparkSource for the Spark offline store."""
-    path = str(offline_dir(cfg, view) / "*.parquet")
     if cfg.feast.offline_store == "spark":
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
+        # the directory, not a glob: Spark reads every part in it and skips the hidden .tmp files
+        # writers rename from (a glob also makes Spark log a stack trace per read)
         with warnings.catch_warnings():  # "alpha" warning on every construction; docs/scaling.md says so once
             warnings.simplefilter("ignore", RuntimeWarning)
-            return SparkSource(name=f"{view}_offline", path=path, file_format="parquet",
+            return SparkSource(name=f"{view}_offline", path=str(offline_dir(cfg, view)), file_format="parquet",
                                timestamp_field=TS_FIELD, created_timestamp_column=CREATED_FIELD)
     return FileSource(
         name=f"{view}_offline",
-        path=path,
+        path=str(offline_dir(cfg, view) / "*.parquet"),
         file_format=ParquetFormat(),
         timestamp_field=TS_FIELD,
         created_timestamp_column=CREATED_FIELD,
