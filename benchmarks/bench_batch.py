@@ -50,29 +50,42 @@ _SCALE_CHUNK = 1_000_000
 
 
 class PeakRss:
-    """Peak resident memory of this process and its descendants, sampled in a thread while active."""
+    """Peak resident memory of this process and its descendants, sampled in a thread while active.
+
+    Besides the total, the peak of each part: this Python process (``driver_python``), JVMs
+    (``jvm``: Spark's driver, which runs the tasks in ``local[N]``) and every other descendant
+    (``workers``: Spark's Python workers and daemon).
+    """
 
     def __init__(self, interval_s: float = 0.2) -> None:
         self.interval_s = interval_s
         self.peak_bytes = 0
+        self.peak_parts: dict[str, int] = {"driver_python": 0, "jvm": 0, "workers": 0}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @staticmethod
-    def tree_rss() -> int:
-        """Resident bytes of this process plus every descendant now."""
+    def parts() -> dict[str, int]:
+        """Resident bytes now, per part (see the class)."""
         me = psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
+        out = {"driver_python": me.memory_info().rss, "jvm": 0, "workers": 0}
+        for p in me.children(recursive=True):
             try:
-                total += p.memory_info().rss
+                part = "jvm" if p.name().startswith("java") else "workers"
+                out[part] += p.memory_info().rss
             except psutil.Error:  # a worker that just exited
                 continue
-        return total
+        return out
+
+    def _sample(self) -> None:
+        now = self.parts()
+        self.peak_bytes = max(self.peak_bytes, sum(now.values()))
+        for k, v in now.items():
+            self.peak_parts[k] = max(self.peak_parts[k], v)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self.tree_rss())
+            self._sample()
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> PeakRss:
@@ -84,12 +97,16 @@ class PeakRss:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.peak_bytes = max(self.peak_bytes, self.tree_rss())
+        self._sample()
 
     @property
     def peak_gib(self) -> float:
-        """The peak in GiB."""
+        """The peak of the total in GiB."""
         return self.peak_bytes / 2**30
+
+    def parts_gib(self) -> dict[str, float]:
+        """The peak of each part in GiB (their sum can exceed :attr:`peak_gib`: peaks at different times)."""
+        return {k: round(v / 2**30, 3) for k, v in self.peak_parts.items()}
 
 
 def _configs(tmp: str, spark_dir: Path) -> tuple[MmadsConfig, MmadsConfig]:
@@ -161,13 +178,14 @@ def _spark_phase(spark_cfg: MmadsConfig, imps: pd.DataFrame, out: Path, scale_ro
         res["cold_start_s"] = time.perf_counter() - started
         with PeakRss() as rss:
             summary = build_training_set(spark_cfg, store, imps, out / "spark", progress=False)
-        res["parity"] = {"rows_per_s": summary.rows_per_s, "seconds": summary.seconds, "peak_rss_gib": rss.peak_gib}
+        res["parity"] = {"rows_per_s": summary.rows_per_s, "seconds": summary.seconds, "peak_rss_gib": rss.peak_gib,
+                         "peak_rss_parts_gib": rss.parts_gib()}
         if scale_rows:
             src = _scale_impressions(out / "scale_impressions.parquet", scale_rows, users, items)
             with PeakRss() as rss:
                 summary = build_training_set_spark(spark_cfg, store, src, out / "spark_scale")
             res["scale"] = {"rows": summary.rows, "rows_per_s": summary.rows_per_s, "seconds": summary.seconds,
-                            "peak_rss_gib": rss.peak_gib}
+                            "peak_rss_gib": rss.peak_gib, "peak_rss_parts_gib": rss.parts_gib()}
     return res
 
 
@@ -226,12 +244,12 @@ def _print_table(r: dict[str, Any]) -> None:
           f"spark {d['spark_master']})")
     print(f"  duckdb  {d['parity_rows']:>11,} rows  {d['duckdb']['rows_per_s']:>9,.0f} rows/s"
           f"  peak RSS {d['duckdb']['peak_rss_gib']:.2f} GiB")
-    p = d["spark_parity"]
-    print(f"  spark   {d['parity_rows']:>11,} rows  {p['rows_per_s']:>9,.0f} rows/s"
-          f"  peak RSS {p['peak_rss_gib']:.2f} GiB  (JVM start + 1k-row warm-up {d['spark_cold_start_s']:.1f} s)")
-    if d["spark_scale"]:
-        s = d["spark_scale"]
-        print(f"  spark   {s['rows']:>11,} rows  {s['rows_per_s']:>9,.0f} rows/s  peak RSS {s['peak_rss_gib']:.2f} GiB")
+    for rows, p in ((d["parity_rows"], d["spark_parity"]), (d["scale_rows"], d["spark_scale"])):
+        if p:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in p["peak_rss_parts_gib"].items())
+            print(f"  spark   {rows:>11,} rows  {p['rows_per_s']:>9,.0f} rows/s"
+                  f"  peak RSS {p['peak_rss_gib']:.2f} GiB ({parts})")
+    print(f"  spark JVM start + 1k-row warm-up {d['spark_cold_start_s']:.1f} s")
     print(f"  spark vs duckdb: SimTier max |diff| {r['spark_duckdb_max_abs_diff']:.2e}, "
           f"histories differing {d['parity']['hist_mismatches']}")
     print(f"  DDP samples/s 1 / 2 processes: {_fmt(r['ddp_samples_per_s_1proc'], ',.0f')} / "
