@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build-training-set",
         help="encode items, run the behavior-history step in batch into the offline store, then "
              "build one row per impression by Feast historical retrieval",
-        epilog="examples:\n  mmads features build-training-set --data runs/demo/data --out runs/ts\n"
+        epilog="example:\n  mmads features build-training-set --data runs/demo/data --out runs/ts\n"
                "  mmads features build-training-set --data runs/demo/data --out runs/ts-spark --offline-store spark",
     )
     b.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset directory")
