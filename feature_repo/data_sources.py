@@ -1,8 +1,8 @@
 """Feast data sources: parquet part-file directories (offline) and the push sources in front of them.
 
 Layout under ``cfg.state_dir / "feature_repo"``: ``offline/<view>/part-*.parquet``. Writers append a
-part file (never rewrite), and the duckdb, the file (Dask) and the Spark offline store read the glob
-(the Spark store as ``SparkSource``s over the same files).
+part file (never rewrite); the duckdb and the file (Dask) offline store read the glob, the Spark
+offline store the directory (``SparkSource``s over the same files).
 """
 
 from __future__ import annotations

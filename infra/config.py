@@ -151,13 +151,13 @@ class SparkConfig(_Section):
                "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # not INT96: UTC micros, as pyarrow writes
                "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
                "spark.sql.execution.arrow.maxRecordsPerBatch": str(self.arrow_batch_rows),
-               "spark.sql.execution.arrow.pyspark.enabled": "true",
-               "spark.ui.enabled": "false"}
+               "spark.sql.execution.arrow.pyspark.enabled": "true"}
         if master.startswith("local"):
             # one machine: the Python workers run this interpreter (its packages), and nothing
-            # binds beyond loopback, like the rest of the embedded stack
+            # binds beyond loopback (no web UI either), like the rest of the embedded stack
             out |= {"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
-                    "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+                    "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+                    "spark.ui.enabled": "false"}
         extra = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in self.conf.items()}
         return out | extra
 
