@@ -235,8 +235,10 @@ def build_training_set_spark(
         rows = retrieved.mapInArrow(_features_fn(cfg, item_table(cfg)), from_arrow_schema(schema))
         rows.write.parquet(str(tmp))
         summary = _summarize(spark, tmp, entity.count())
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -131,8 +131,12 @@ def test_equal_time_snapshots_resolve_to_the_later_on_spark(built, spark_cfg, tm
     assert (got[got["ts"] == s]["hist_item_ids"].map(len) == 0).all()
 
 
-def test_missing_column_is_an_error(built, spark_cfg, tmp_path: Path):
+def test_missing_column_or_another_store_is_an_error(built, spark_cfg, tmp_path: Path):
     data, store, _, _ = built
     with pytest.raises(FeatureError, match="lack columns"):
         build_training_set(spark_cfg, store, data["impressions"].drop(columns="clicked"), tmp_path / "x",
                            progress=False)
+    duck = spark_cfg.with_overrides(feast={"offline_store": "duckdb"})
+    with pytest.raises(FeatureError, match="needs feast.offline_store: spark"):
+        build_spark(duck, store, data["impressions"], tmp_path / "y")
+    assert not list(tmp_path.iterdir())  # nothing half-written is left behind
