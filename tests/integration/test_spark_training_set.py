@@ -27,7 +27,7 @@ from tests.integration.test_point_in_time import DIM, T0, TIERS, N, _strict_hist
 from training.spark_training_set import build_training_set_spark as build_spark
 from training.training_set import build_training_set, check_parity, materialize_from_dataset
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEYS = ["user_id", "item_id", "ts", "clicked"]
 
