@@ -12,17 +12,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade "pip<27"
 	# the CPU wheel of torch first: a bare "torch" would pull a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,spark]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-# redis-server backs the Redis online-store tests; installed from Debian when missing and root
+# redis-server backs the Redis online-store tests, a Java runtime the Spark offline store (pyspark);
+# installed from Debian when missing and root
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null); \
-	  else echo "redis-server missing: the Redis tests will be skipped"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null); \
+	  else echo "missing:$$missing (the Redis / Spark tests will be skipped)"; fi; fi
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/mmads demo --out $(RUN_DIR)

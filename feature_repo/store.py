@@ -2,7 +2,7 @@
 
 Everything lives under ``cfg.state_dir / "feature_repo"``: ``feature_store.yaml``, ``registry.db``,
 ``online.db`` (SQLite online store; Redis when ``cfg.feast.online_store == "redis"``) and the offline
-part files ``offline/<view>/part-*.parquet`` read by the duckdb (default) or file offline store.
+part files ``offline/<view>/part-*.parquet`` read by the duckdb (default), file or Spark offline store.
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ def _online_store_section(cfg: MmadsConfig, root: Path) -> dict[str, Any]:
     return {"type": "sqlite", "path": str(root / "online.db")}
 
 
+def _offline_store_section(cfg: MmadsConfig) -> dict[str, Any]:
+    if cfg.feast.offline_store == "spark":
+        return {"type": "spark", "spark_conf": cfg.feast.spark.spark_conf()}
+    return {"type": cfg.feast.offline_store}
+
+
 REPO_DEFINITIONS = "mmads_repo.py"  # beside feature_store.yaml: what the feast CLI reads
 REPO_CONFIG = "mmads_config.yaml"  # the config the definitions are built from (no secrets)
 _DEFINITIONS_SOURCE = '''"""Feast definitions of this mmads feature repo, for the feast CLI.
@@ -115,7 +121,7 @@ def render_feature_store_yaml(cfg: MmadsConfig) -> Path:
         "provider": "local",
         "registry": {"path": str(root / "registry.db"), "cache_ttl_seconds": 60},
         "online_store": _online_store_section(cfg, root),
-        "offline_store": {"type": cfg.feast.offline_store},
+        "offline_store": _offline_store_section(cfg),
         "entity_key_serialization_version": cfg.feast.entity_key_serialization_version,
     }
     _write_text_atomic(root / REPO_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json")))

@@ -10,6 +10,7 @@ file: fields ending in ``_env`` name the environment variable that holds them.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -151,15 +152,64 @@ class MilvusConfig(_Section):
         return os.environ.get(self.token_env, "")
 
 
+class SparkConfig(_Section):
+    """Feast's Spark offline store (``feast.offline_store: spark``): where and how Spark runs.
+
+    Attributes:
+        master: ``spark.master``: None = ``local[N]`` with N the machine's cores; a cluster URL
+            (``spark://host:7077``, ``k8s://https://host:443``, ``yarn``) or a Spark Connect
+            endpoint (``sc://host:15002``, rendered as ``spark.remote``).
+        driver_memory: ``spark.driver.memory`` (in ``local[N]`` the driver JVM runs the tasks too).
+        executor_memory: ``spark.executor.memory`` (cluster executors).
+        shuffle_partitions: ``spark.sql.shuffle.partitions`` of the point-in-time join; adaptive
+            execution coalesces small ones, so this is an upper bound on the output files.
+        arrow_batch_rows: rows per Arrow batch handed to the Python workers (SimTier per batch:
+            bounds a worker's memory at about rows x N x d floats).
+        conf: any other Spark setting, passed as is (wins over the keys above).
+    """
+
+    master: str | None = None
+    driver_memory: str = "2g"
+    executor_memory: str = "2g"
+    shuffle_partitions: int = Field(default=16, ge=1)
+    arrow_batch_rows: int = Field(default=8192, ge=1)
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    def spark_conf(self) -> dict[str, str]:
+        """The ``spark_conf`` of Feast's Spark offline store (and of the session mmads starts).
+
+        Timestamps are read and written in UTC whatever the machine's zone (Feast's join compares
+        them with UTC strings).
+        """
+        master = self.master or f"local[{os.cpu_count() or 1}]"
+        out = {"spark.remote" if master.startswith("sc://") else "spark.master": master,
+               "spark.driver.memory": self.driver_memory,
+               "spark.executor.memory": self.executor_memory,
+               "spark.sql.session.timeZone": "UTC",
+               "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # not INT96: UTC micros, as pyarrow writes
+               "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+               "spark.sql.execution.arrow.maxRecordsPerBatch": str(self.arrow_batch_rows),
+               "spark.sql.execution.arrow.pyspark.enabled": "true"}
+        if master.startswith("local"):
+            # one machine: the Python workers run this interpreter (its packages), and nothing
+            # binds beyond loopback (no web UI either), like the rest of the embedded stack
+            out |= {"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
+                    "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+                    "spark.ui.enabled": "false"}
+        extra = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in self.conf.items()}
+        return out | extra
+
+
 class FeastConfig(_Section):
-    """Feature store: SQLite or Redis online store; parquet files read by the duckdb or file store."""
+    """Feature store: SQLite or Redis online store; parquet files read by the duckdb, file or Spark store."""
 
     project: str = "mmads"
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "127.0.0.1:6379"
     redis_type: Literal["redis", "redis_cluster"] = "redis"
     redis_password_env: str = "MMADS_REDIS_PASSWORD"
-    offline_store: Literal["duckdb", "file"] = "duckdb"
+    offline_store: Literal["duckdb", "file", "spark"] = "duckdb"
+    spark: SparkConfig = SparkConfig()
     item_ttl_days: int = Field(default=3650, ge=1)
     user_ttl_days: int = Field(default=3650, ge=1)
     entity_key_serialization_version: int = 3

@@ -331,7 +331,18 @@ def fast_features(cfg: MmadsConfig, vectors: ItemVectors, table: pa.Table) -> Fa
     return FastFeatures(target, has_emb, lengths, hist_ids, sims)
 
 
-def _output_table(cfg: MmadsConfig, chunk: pd.DataFrame, table: pa.Table, vectors: ItemVectors) -> pa.Table:
+def training_rows(cfg: MmadsConfig, chunk: pd.DataFrame, table: pa.Table, vectors: ItemVectors) -> pa.Table:
+    """Training-set rows (:func:`training_set_schema`) of retrieved rows: the one step both stores share.
+
+    The duckdb path calls it per retrieval chunk, the Spark path per Arrow batch of each partition
+    (:mod:`training.spark_training_set`), so the two cannot drift.
+
+    Args:
+        cfg: the configuration (dim, history_len, n_tiers, side features).
+        chunk: the impressions of these rows (user_id, item_id, ts, clicked), row-aligned with ``table``.
+        table: the retrieved features (``emb``, ``category``, ``created_at``, ``hist_item_ids``, side features).
+        vectors: the item-vector table the history vectors are gathered from.
+    """
     f = fast_features(cfg, vectors, table)
     columns = {
         "user_id": pa.array(chunk["user_id"].to_numpy(np.int64)),
@@ -374,7 +385,14 @@ def build_training_set(
 
     Returns:
         A :class:`TrainingSetSummary` (rows, rows/s, rows without history or vector).
+
+    With ``feast.offline_store: spark`` the join and the SimTier step run in Spark and ``out`` is a
+    directory of Parquet part files (:func:`training.spark_training_set.build_training_set_spark`).
     """
+    if cfg.feast.offline_store == "spark":
+        from training.spark_training_set import build_training_set_spark
+
+        return build_training_set_spark(cfg, store, impressions, out, progress=progress)
     started = time.perf_counter()
     entity = _entity_frame(impressions)
     vectors = item_table(cfg)
@@ -387,7 +405,7 @@ def build_training_set(
         with tqdm(total=len(entity), desc="training set", unit="row", disable=not progress) as bar:
             for lo in range(0, len(entity), chunk_rows):
                 retrieved = _retrieve(store, entity.iloc[lo:lo + chunk_rows], refs)
-                table = _output_table(cfg, impressions.iloc[lo:lo + chunk_rows], retrieved, vectors)
+                table = training_rows(cfg, impressions.iloc[lo:lo + chunk_rows], retrieved, vectors)
                 writer.write_table(table)
                 no_hist += retrieved.column("hist_item_ids").null_count
                 no_emb += int((~table.column("has_emb").to_numpy()).sum())
@@ -414,6 +432,10 @@ def check_parity(
     Returns:
         A :class:`ParityResult` (max abs diff over the SimTier columns; differing histories).
     """
+    if cfg.feast.offline_store == "spark":  # the session mmads configures, not a bare one Feast would start
+        from training.spark_training_set import spark_session
+
+        spark_session(cfg)
     rows = impressions.sample(n=min(sample, len(impressions)), random_state=seed)
     entity = _entity_frame(rows)
     fast = _retrieve(store, entity, FAST_REFS)

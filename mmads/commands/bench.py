@@ -9,7 +9,7 @@ from pathlib import Path
 
 from infra.errors import MmadsError
 
-BENCHMARKS = ("encoders", "streaming", "features", "training", "serving", "milvus")
+BENCHMARKS = ("encoders", "streaming", "features", "training", "serving", "milvus", "batch")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,13 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build-training-set",
         help="encode items, run the behavior-history step in batch into the offline store, then "
              "build one row per impression by Feast historical retrieval",
-        epilog="example:\n  mmads features build-training-set --data runs/demo/data --out runs/ts",
+        epilog="example:\n  mmads features build-training-set --data runs/demo/data --out runs/ts\n"
+               "  mmads features build-training-set --data runs/demo/data --out runs/ts-spark --offline-store spark",
     )
     b.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset directory")
     b.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="directory to write training_set.parquet into (created)")
     b.add_argument("--model", type=Path, help="SCL model directory (default: the frozen pretrained encoder)")
-    b.add_argument("--chunk-rows", type=int, default=50_000, help="impressions per retrieval chunk")
+    b.add_argument("--chunk-rows", type=int, default=50_000, help="impressions per retrieval chunk (duckdb)")
+    b.add_argument("--offline-store", choices=("duckdb", "spark"),
+                   help="Feast offline store for the point-in-time join (default: feast.offline_store of the "
+                        "config); spark writes DIR/training_set.parquet as a directory of part files")
     b.set_defaults(handler=_build)
 
 
@@ -39,6 +43,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.out.suffix == ".parquet" or args.out.is_file():
         raise ConfigError(f"--out is a directory (the training set goes to DIR/{TRAINING_SET_FILE}), got {args.out}")
     cfg = config_of(args)
+    if args.offline_store:
+        cfg = cfg.with_overrides(feast={"offline_store": args.offline_store})
     ds = load_dataset(args.data, window=cfg.data.plausible_time_window)
     cfg = with_side_features(cfg, resolve_side_features(cfg, ds))
     encoder = ItemEncoder.load(args.model) if args.model else pretrained_encoder(cfg, use_images=ds.has_images)
@@ -50,6 +56,8 @@ def _build(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = build_training_set(cfg, store, ds.impressions, args.out / TRAINING_SET_FILE,
                                  chunk_rows=args.chunk_rows)
-    print(f"wrote {summary.path}: {summary.rows} rows in {summary.seconds:.1f}s "
-          f"({summary.rows_per_s:.0f} rows/s); {summary.rows_without_history} rows without history")
+    kind = "directory of Parquet parts" if summary.path.is_dir() else "file"
+    print(f"wrote {summary.path} ({kind}, {cfg.feast.offline_store} offline store): {summary.rows} rows in "
+          f"{summary.seconds:.1f}s ({summary.rows_per_s:.0f} rows/s); {summary.rows_without_history} rows without "
+          "history")
     return 0

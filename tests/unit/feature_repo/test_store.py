@@ -39,6 +39,25 @@ def test_render_yaml_sqlite_and_redis(cfg):
     assert doc["online_store"] == {"type": "redis", "redis_type": "redis", "connection_string": "127.0.0.1:7000"}
 
 
+def test_render_yaml_spark_offline_store(cfg):
+    spark = cfg.with_overrides(feast={"offline_store": "spark", "spark": {
+        "master": "local[2]", "driver_memory": "1g", "conf": {"spark.sql.adaptive.enabled": "false"}}})
+    doc = yaml.safe_load(render_feature_store_yaml(spark).read_text())
+    conf = doc["offline_store"]["spark_conf"]
+    assert doc["offline_store"]["type"] == "spark"
+    assert conf["spark.master"] == "local[2]" and conf["spark.driver.memory"] == "1g"
+    assert conf["spark.sql.adaptive.enabled"] == "false"  # what the user adds is passed as is
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    sources = {type(o.batch_source).__name__ for o in build_definitions(spark) if hasattr(o, "batch_source")
+               and o.batch_source is not None}
+    assert sources == {"SparkSource"}  # the same part files, read as Spark sources
+    fv = next(o for o in build_definitions(spark) if getattr(o, "name", "") == "user_behavior")
+    assert isinstance(fv.batch_source, SparkSource)
+    assert fv.batch_source.path.endswith("offline/user_behavior")  # the part files' directory
+    assert fv.batch_source.created_timestamp_column == CREATED_FIELD
+
+
 def test_open_store_before_apply_raises(cfg):
     with pytest.raises(StackNotRunningError, match="never applied"):
         open_store(cfg)

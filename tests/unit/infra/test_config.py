@@ -92,3 +92,27 @@ def test_a_misspelled_variable_is_an_error_and_named_secrets_are_not():
     # a secret variable renamed in the config is the one that is allowed
     renamed = load_config(env={"MMADS_SERVING__TOKEN_ENV": "MMADS_RANKER_TOKEN", "MMADS_RANKER_TOKEN": "z"})
     assert renamed.serving.token_env == "MMADS_RANKER_TOKEN"
+
+
+def test_spark_offline_store_conf_from_env():
+    env = {"MMADS_FEAST__OFFLINE_STORE": "spark", "MMADS_FEAST__SPARK__MASTER": "spark://head:7077",
+           "MMADS_FEAST__SPARK__CONF": "{spark.executor.cores: 4, spark.eventLog.enabled: true}"}
+    cfg = load_config(env=env)
+    conf = cfg.feast.spark.spark_conf()
+    assert cfg.feast.offline_store == "spark"
+    assert conf["spark.master"] == "spark://head:7077"
+    assert conf["spark.executor.cores"] == "4" and conf["spark.eventLog.enabled"] == "true"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert "spark.pyspark.python" not in conf  # a cluster's executors bring their own interpreter
+
+
+def test_spark_master_defaults_to_local_cores_and_sc_is_spark_connect():
+    local = load_config(env={}).feast.spark.spark_conf()
+    assert local["spark.master"].startswith("local[") and local["spark.driver.host"] == "127.0.0.1"
+    connect = load_config(env={"MMADS_FEAST__SPARK__MASTER": "sc://spark-connect:15002"}).feast.spark.spark_conf()
+    assert connect["spark.remote"] == "sc://spark-connect:15002" and "spark.master" not in connect
+
+
+def test_unknown_offline_store_is_an_error():
+    with pytest.raises(ConfigError, match=r"feast\.offline_store.*bigquery"):
+        load_config(env={"MMADS_FEAST__OFFLINE_STORE": "bigquery"})
