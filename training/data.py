@@ -11,7 +11,7 @@ dataset, so no per-row Python runs while training.
 
 Data-parallel training (``training.distributed``) streams instead: a training set (one parquet file
 or a directory of them) is a list of :class:`Piece` (file, row group); a :class:`ShardStream` gives
-each rank its share of the rows of a period, read a record batch at a time through a shuffle buffer.
+each rank its share of the rows of a period, one row group at a time, in a random order.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
@@ -190,8 +191,8 @@ def batch_loader(inputs: CTRInputs, batch_size: int, *, shuffle: bool, seed: int
 
 # --- streaming: a training set as pieces, and one data-parallel rank's batches -------------------------
 
-READ_ROWS = 4096  # rows per record batch read from a piece (bounds a reader's memory)
-SHUFFLE_BATCHES = 8  # a rank's shuffle buffer holds this many of its batches
+READ_ROWS = 4096  # rows per record batch of the counting passes (bounds their memory)
+SHUFFLE_BATCHES = 8  # a rank turns this many of its batches at a time into model inputs
 
 
 @dataclass(frozen=True)
@@ -279,8 +280,10 @@ class ShardStream:
     Epoch ``e`` orders the pieces by a permutation seeded with ``seed + 7919 * e`` (the same on every
     rank), lays their in-period rows end to end and gives rank ``r`` of ``W`` the contiguous range
     ``[R r / W, R (r + 1) / W)``: rank row counts differ by at most one, and a piece on a boundary
-    is read by the two ranks that share it. Rows pass through a shuffle buffer of
-    :data:`SHUFFLE_BATCHES` batches, so a rank holds a few batches and one record batch, never its shard.
+    is read by the two ranks that share it. A rank reads one piece at a time (its part of one row
+    group, columnar) and visits its rows in a random order, turning :data:`SHUFFLE_BATCHES` batches
+    at a time into model inputs: it holds a row group and a few batches, never its shard, and a
+    training set written in one or two large row groups is still shuffled row by row.
 
     Every rank yields exactly :attr:`steps` batches per epoch (DDP needs every rank in every
     allreduce): a rank one row short of a batch boundary repeats its last row as a one-row batch.
@@ -321,7 +324,7 @@ class ShardStream:
         order = np.random.default_rng(self.seed + 7919 * epoch).permutation(len(self.pieces))
         gen = torch.Generator().manual_seed(self.seed + 7919 * epoch + 104729 * self.rank)
         emitted, last = 0, None
-        for batch in self._shuffled(self._rows(order), gen):
+        for batch in self._batches(order, gen):
             emitted += 1
             last = batch
             yield batch
@@ -331,46 +334,39 @@ class ShardStream:
         if emitted != self.steps:
             raise RuntimeError(f"rank {self.rank} made {emitted} batches, expected {self.steps}")
 
-    def _rows(self, order: np.ndarray) -> Iterator[pd.DataFrame]:
-        """The rank's in-period rows, in ``order``'s piece order."""
+    def _parts(self, order: np.ndarray) -> Iterator[pa.Table]:
+        """The rank's in-period rows, one piece's part at a time in ``order``."""
         start, stop = self.rank_range()
         pos = 0  # in-period rows of the pieces before the current one
         for k in order:
             n = int(self.counts[k])
-            if pos + n <= start or n == 0:
-                pos += n
-                continue
+            if n and pos + n > start and pos < stop:
+                piece = self.pieces[k]
+                with pq.ParquetFile(piece.path) as f:
+                    table = f.read_row_group(piece.row_group)
+                rows = table.filter(pa.array(self.period.mask(table.column("ts").to_pandas())))
+                lo, hi = max(start - pos, 0), min(stop - pos, n)
+                yield rows.slice(lo, hi - lo)
+            pos += n
             if pos >= stop:
                 return
-            for chunk in read_piece(self.pieces[k]):
-                rows = chunk[self.period.mask(chunk["ts"])]
-                lo, hi = max(start - pos, 0), min(stop - pos, len(rows))
-                if hi > lo:
-                    yield rows.iloc[lo:hi]
-                pos += len(rows)
-                if pos >= stop:
-                    return
-            # a piece counted with n rows yields n: pos is now past it
 
-    def _shuffled(self, frames: Iterator[pd.DataFrame], gen: torch.Generator) -> Iterator[CTRInputs]:
-        """Batches from a shuffle buffer of :data:`SHUFFLE_BATCHES` batches (the rest at the end)."""
-        capacity = SHUFFLE_BATCHES * self.batch_size
-        buf: list[pd.DataFrame] = []
-        held = 0
-        for frame in frames:
-            buf.append(frame)
-            held += len(frame)
-            if held >= capacity:
-                rows = pd.concat(buf, ignore_index=True)
-                inputs = self.build(rows)
-                perm = torch.randperm(len(inputs), generator=gen)
-                full = len(inputs) // self.batch_size * self.batch_size
-                for lo in range(0, full, self.batch_size):
-                    yield inputs.select(perm[lo:lo + self.batch_size])
-                buf = [rows.iloc[perm[full:].numpy()]] if full < len(rows) else []
-                held = len(rows) - full
-        if held:
-            inputs = self.build(pd.concat(buf, ignore_index=True))
-            perm = torch.randperm(len(inputs), generator=gen)
-            for lo in range(0, len(inputs), self.batch_size):
-                yield inputs.select(perm[lo:lo + self.batch_size])
+    def _batches(self, order: np.ndarray, gen: torch.Generator) -> Iterator[CTRInputs]:
+        """Full batches in a random order within each part; a part's last rows carry into the next."""
+        chunk = SHUFFLE_BATCHES * self.batch_size
+        carry: pd.DataFrame | None = None
+        for part in self._parts(order):
+            perm = torch.randperm(part.num_rows, generator=gen).numpy()
+            for lo in range(0, len(perm), chunk):
+                frame = part.take(pa.array(perm[lo:lo + chunk])).to_pandas()
+                if carry is not None:
+                    frame, carry = pd.concat([carry, frame], ignore_index=True), None
+                full = len(frame) // self.batch_size * self.batch_size
+                if full:
+                    inputs = self.build(frame.iloc[:full])
+                    for b in range(0, full, self.batch_size):
+                        yield inputs.select(slice(b, b + self.batch_size))
+                if full < len(frame):
+                    carry = frame.iloc[full:]
+        if carry is not None:
+            yield self.build(carry.reset_index(drop=True))

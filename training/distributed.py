@@ -6,13 +6,11 @@ pre-training with early stopping, the one-epoch ID stage, the epoch study) with 
 step averages the gradients of ``W`` rank batches of ``batch_size // W`` rows: one step sees the same
 ``batch_size`` rows as with one process.
 
-Data: :func:`plan_shards` makes counting passes over the training set (one parquet file or a
-directory of them) that read a few columns a record batch at a time: the cut and the validation
-start (quantiles of ``ts``, as :func:`training.data.time_split` computes them), the id vocabulary,
-the side-feature statistics (the training period's rows only, as with one process) and per piece
-(file, row group) its rows in each period. Each rank then streams its share with a
-:class:`~training.data.ShardStream`: every rank makes the same number of steps per epoch (one
-repeated row pads a rank one row short), and no rank holds its shard.
+Data: :func:`training.shard_plan.plan_shards` makes counting passes over the training set (one
+parquet file or a directory of them) that fit what one process fits (cut, validation start, id
+vocabulary, side statistics) and count each piece's (file, row group) rows per period. Each rank
+then streams its share with a :class:`~training.data.ShardStream`: every rank makes the same number
+of steps per epoch (one repeated row pads a rank one row short), and no rank holds its shard.
 
 Rank 0 alone holds the validation slice and the test rows (it scores them: MAKE's early stopping
 reads its validation AUC, broadcast to every rank so all stop at the same epoch), writes the model
@@ -52,29 +50,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from infra.config import MmadsConfig
-from infra.dataset import time_cut
-from infra.errors import ConfigError, DatasetError
-from infra.side_features import configured
+from infra.errors import ConfigError
 from training.data import (
     READ_ROWS,
     Period,
-    Piece,
     ShardStream,
     TimeSplit,
     flag_new_items,
-    load_training_set,
     read_period,
-    read_piece,
-    training_set_pieces,
 )
-from training.experiment import AblationRuns, check_same_encoder, finish
+from training.experiment import AblationRuns, finish
 from training.lightgbm_baseline import fit_lightgbm
 from training.metrics import auc
 from training.models.ctr import MAKE, CTRModelConfig, model_config, predict_logits
-from training.models.inputs import CTRInputs, IdVocab, ItemVectorLookup, build_inputs
+from training.models.inputs import CTRInputs, ItemVectorLookup, build_inputs
 from training.models.ranker import save_model
 from training.models.registry import MAKE_MODELS
 from training.models.side import SideEncoder
+from training.shard_plan import ShardPlan, plan_shards
 from training.trainer import (
     EpochBatches,
     Scorer,
@@ -89,162 +82,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
-
-
-# --- the plan: counting passes over the training set ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    """What every rank needs before streaming: the split times, the fitted vocabularies, row counts.
-
-    Attributes:
-        pieces: the training set's (file, row group) pieces, in row order.
-        cut: the train/test cut; ``test_end`` ends the scored rows (the original cut when the
-            validation slice is the holdout, else None).
-        valid_start: the first time of the validation slice.
-        fit_counts, train_counts: per piece, its rows before ``valid_start`` / before ``cut``.
-        vocab: the id vocabularies (fitted on the training period, as :meth:`IdVocab.fit` does).
-        side: the side-feature encoder (the training period's statistics), or None.
-        item_counts: (ids, training impressions) per target item (the report's slices read them).
-        vec_dim: the multimodal vector width.
-    """
-
-    pieces: tuple[Piece, ...]
-    cut: pd.Timestamp
-    test_end: pd.Timestamp | None
-    valid_start: pd.Timestamp
-    fit_counts: tuple[int, ...]
-    train_counts: tuple[int, ...]
-    vocab: IdVocab
-    side: SideEncoder | None
-    item_counts: tuple[np.ndarray, np.ndarray]
-    vec_dim: int
-
-    @property
-    def n_train(self) -> int:
-        """Rows before the cut."""
-        return sum(self.train_counts)
-
-    @property
-    def n_fit(self) -> int:
-        """Rows before the validation slice."""
-        return sum(self.fit_counts)
-
-
-def _ts_ns(pieces: Sequence[Piece]) -> list[np.ndarray]:
-    """Per piece, its impression times as int64 nanoseconds (one column; also checks ``clicked``)."""
-    out = []
-    for piece in pieces:
-        parts = []
-        for chunk in read_piece(piece, ["ts", "clicked"]):
-            if not chunk["clicked"].isin([0, 1]).all():
-                raise DatasetError("training set column 'clicked' must hold only 0/1")
-            parts.append(chunk["ts"].dt.as_unit("ns").astype("int64").to_numpy())
-        out.append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
-    return out
-
-
-def _split_times(ts: list[np.ndarray], cfg: MmadsConfig, cut: pd.Timestamp | None,
-                 holdout: str) -> tuple[pd.Timestamp, pd.Timestamp | None, pd.Timestamp]:
-    """``(cut, test_end, valid_start)`` exactly as :func:`training.data.time_split` (twice for ``validation``)."""
-    every = np.concatenate(ts)
-
-    def valid_start_before(c: pd.Timestamp) -> pd.Timestamp:
-        train = every[every < c.value]
-        test = int((every > c.value).sum())
-        if len(train) == 0 or test == 0:
-            raise DatasetError(f"time split at {c} leaves {len(train)} train and {test} test rows")
-        return pd.Timestamp(int(np.quantile(train, 1.0 - cfg.model.ctr.validation_fraction)), tz="UTC")
-
-    if cut is None:
-        cut = time_cut(pd.DataFrame({"ts": pd.to_datetime(every, utc=True)}), cfg.data.cut_quantile,
-                       cfg.data.cut_time)
-    valid_start = valid_start_before(cut)
-    if holdout == "test":
-        return cut, None, valid_start
-    return valid_start, cut, valid_start_before(valid_start)
-
-
-def _fit_vocab_and_side(pieces: Sequence[Piece], period: Period, cfg: MmadsConfig,
-                        min_item_count: int) -> tuple[IdVocab, SideEncoder | None, tuple[np.ndarray, np.ndarray]]:
-    """The vocabularies and side statistics of the rows in ``period``, a record batch at a time.
-
-    The same sets as :meth:`IdVocab.fit` on the whole period; the side features are fitted on the
-    period's side columns alone (scalars per row), sorted like the in-memory frame, so the
-    statistics are the ones one process computes.
-    """
-    specs = configured(cfg)
-    side_cols = [s.name for s in specs]
-    cols = ["ts", "user_id", "item_id", "category", "hist_item_ids", *side_cols]
-    items, counts, hist, users, cats, side_parts = [], [], [], [], set(), []
-    for piece in pieces:
-        for chunk in read_piece(piece, cols):
-            rows = chunk[period.mask(chunk["ts"])]
-            ids, n = np.unique(rows["item_id"].to_numpy(np.int64), return_counts=True)
-            items.append(ids)
-            counts.append(n)
-            hist.append(np.unique(_flat_ids(rows["hist_item_ids"])))
-            users.append(np.unique(rows["user_id"].to_numpy(np.int64)))
-            cats.update(rows["category"].astype(str).unique().tolist())
-            if side_cols:
-                side_parts.append(rows[["ts", *side_cols]])
-    all_ids = np.concatenate(items) if items else np.zeros(0, np.int64)
-    uniq, inverse = np.unique(all_ids, return_inverse=True)
-    totals = np.zeros(len(uniq), np.int64)
-    np.add.at(totals, inverse, np.concatenate(counts) if counts else np.zeros(0, np.int64))
-    targets = uniq[totals >= min_item_count]
-    known = np.unique(np.concatenate([targets, *hist]))
-    vocab = IdVocab(user_ids=np.unique(np.concatenate(users)) if users else np.zeros(0, np.int64),
-                    item_ids=known.astype(np.int64), categories=tuple(sorted(cats)))
-    side = None
-    if specs:
-        frame = pd.concat(side_parts, ignore_index=True).sort_values("ts", kind="stable").reset_index(drop=True)
-        side = SideEncoder.fit(frame, specs)
-    return vocab, side, (uniq, totals)
-
-
-def _flat_ids(col: pd.Series) -> np.ndarray:
-    """Every id of a column of id lists (None counts as empty), int64."""
-    cells = [np.asarray(v, dtype=np.int64) for v in col.tolist() if v is not None]
-    return np.concatenate(cells) if cells else np.zeros(0, np.int64)
-
-
-def _period_counts(ts: list[np.ndarray], hi: pd.Timestamp) -> tuple[int, ...]:
-    return tuple(int((t < hi.value).sum()) for t in ts)
-
-
-def plan_shards(source: Path, item_vectors: pd.DataFrame, cfg: MmadsConfig, *, cut: pd.Timestamp | None = None,
-                holdout: str = "test", min_item_count: int = 2) -> ShardPlan:
-    """Counting passes over a training set (file or directory) for data-parallel training.
-
-    Args:
-        source: one parquet file or a directory of parquet files in the training-set contract.
-        item_vectors: the item-vector table (its width is checked against the set's vectors).
-        cfg: configuration (``data.cut_*``, ``model.ctr.validation_fraction``, side features).
-        cut: the dataset's cut, or None to take ``cfg.data``'s quantile of the set's ``ts``.
-        holdout: ``test`` or ``validation`` (as :func:`training.experiment.train_and_evaluate`).
-        min_item_count: target items seen fewer times stay out of the vocabulary.
-
-    Returns:
-        The plan.
-
-    Raises:
-        DatasetError: missing set or columns, bad labels, or an empty train or test period.
-    """
-    pieces = training_set_pieces(source)
-    first = next(read_piece(pieces[0]), None)
-    if first is None:
-        raise DatasetError(f"training set {source} has no rows")
-    first = load_training_set(first, cfg.model.n_tiers)  # columns, dtypes, labels of the first record batch
-    lookup = ItemVectorLookup.from_frame(item_vectors)
-    check_same_encoder(first, lookup)
-    ts = _ts_ns(pieces)
-    cut, test_end, valid_start = _split_times(ts, cfg, cut, holdout)
-    vocab, side, item_counts = _fit_vocab_and_side(pieces, Period(hi=cut), cfg, min_item_count)
-    return ShardPlan(pieces=tuple(pieces), cut=cut, test_end=test_end, valid_start=valid_start,
-                     fit_counts=_period_counts(ts, valid_start), train_counts=_period_counts(ts, cut), vocab=vocab,
-                     side=side, item_counts=item_counts, vec_dim=lookup.dim)
 
 
 # --- the process group -----------------------------------------------------------------------------------
@@ -278,6 +115,11 @@ def join_group() -> torch.device:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
     return device
+
+
+def rank_zero() -> bool:
+    """True in a process that is not a rank, or is rank 0 of the group (the one that writes)."""
+    return not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
 
 
 def share_from_rank0(make: Callable[[], T]) -> T:
@@ -462,7 +304,7 @@ def _lightgbm(job: _Job, split: TimeSplit, seed: int, runs: AblationRuns, first:
 def _run_rank(job: _Job, device: torch.device) -> dict[str, Any] | None:
     """The whole ablation on this rank; rank 0 returns the report's "ctr" section, the others None."""
     start = time.perf_counter()
-    torch.set_num_threads(job.threads)
+    _use_threads(job.threads)
     rank, world = dist.get_rank(), dist.get_world_size()
     data = _rank_data(job, rank, world, device)
     runs = AblationRuns()
@@ -502,6 +344,12 @@ def _spawned(rank: int, world: int, port: int, job: _Job, result: Path) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _use_threads(n: int) -> None:
+    """Give torch and Arrow's decoding pool ``n`` threads (Arrow takes every core by default)."""
+    torch.set_num_threads(n)
+    pa.set_cpu_count(n)
 
 
 def _threads(world: int) -> int:
@@ -621,8 +469,8 @@ class _Bench:
 
 
 def _bench_rank(rank: int, world: int, port: int, bench: _Bench, result: Path) -> None:
-    """Train ``bench.model`` on this rank with one torch thread; rank 0 writes samples/s and the test AUC."""
-    torch.set_num_threads(1)
+    """Train ``bench.model`` on this rank with one thread; rank 0 writes samples/s and the test AUC."""
+    _use_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         plan, cfg, ctr = bench.plan, bench.cfg, bench.cfg.model.ctr
@@ -653,11 +501,11 @@ def measure_ddp(quick: bool) -> dict[str, float]:
     """Samples/s of the data-parallel training loop with 1 and 2 processes, and their test-AUC gap.
 
     A seeded synthetic training set (:func:`synthetic_training_set`: 60,000 rows quick, 240,000
-    otherwise, four files) trains ``simtier`` (ID tables + DIN attention + SimTier) for 2 (quick) or
-    3 epochs, batch 4,096 rows (2,048 per rank with 2 processes), once in one process (no DDP) and once
-    on 2 DDP ranks over gloo, every process with one torch thread. Samples/s counts the training
-    loop only (reading and batching the shard included; process start-up, the counting passes and
-    scoring excluded): all rows trained over the slowest rank's loop time.
+    otherwise, four files) trains ``simtier`` (ID tables + DIN attention + SimTier) for 4 epochs,
+    batch 4,096 rows (2,048 per rank with 2 processes), once in one process (no DDP) and once on 2
+    DDP ranks over gloo, every process with one thread (torch's and Arrow's pools). Samples/s counts
+    the training loop only (reading and batching the shard included; process start-up, the counting
+    passes and scoring excluded): all rows trained over the slowest rank's loop time.
 
     Returns:
         ``ddp_samples_per_s_1proc``, ``ddp_samples_per_s_2proc`` and ``ddp_auc_diff`` (absolute
@@ -665,7 +513,7 @@ def measure_ddp(quick: bool) -> dict[str, float]:
     """
     from infra.config import load_config
 
-    rows, epochs = (60_000, 2) if quick else (240_000, 3)
+    rows, epochs = (60_000, 4) if quick else (240_000, 4)  # epochs amortise each process's first steps
     cfg = load_config(env={}).with_overrides(
         model={"dim": 16, "history_len": 20, "n_tiers": 10, "seed": 0,
                "ctr": {"batch_size": 4096, "id_epochs": epochs, "epoch_study": 0}},
@@ -680,5 +528,5 @@ def measure_ddp(quick: bool) -> dict[str, float]:
             "ddp_auc_diff": abs(two["auc"] - one["auc"])}
 
 
-__all__ = ["ShardPlan", "join_group", "measure_ddp", "plan_shards", "share_from_rank0", "synthetic_training_set",
-           "train_data_parallel", "under_torchrun"]
+__all__ = ["ShardPlan", "join_group", "measure_ddp", "plan_shards", "rank_zero", "share_from_rank0",
+           "synthetic_training_set", "train_data_parallel", "under_torchrun"]

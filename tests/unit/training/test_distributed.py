@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +18,13 @@ import pytest
 from infra.errors import DatasetError
 from tests.unit.training.fake_market import Market
 from training.data import Period, ShardStream, load_training_set, time_split, training_set_pieces
-from training.distributed import plan_shards, synthetic_training_set
+from training.distributed import synthetic_training_set
 from training.experiment import train_and_evaluate
 from training.models.inputs import IdVocab, ItemVectorLookup, build_inputs
 from training.models.side import SideEncoder
+from training.shard_plan import plan_shards
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _write_parts(frame: pd.DataFrame, out: Path, files: int, row_group: int) -> Path:
@@ -98,7 +104,7 @@ def test_plan_fits_what_one_process_fits(market: Market, small_cfg, tmp_path) ->
 def test_two_processes_agree_with_one_and_write_one_artifact(small_cfg, tmp_path) -> None:
     # one learning rate for every parameter: at this size the ID tables' 0.1 step alone moves one
     # process's AUC by 0.002-0.004 (std) from one shuffle to another, the tolerance's scale
-    vectors = synthetic_training_set(tmp_path / "set", rows=24_000, seed=1, n_users=800, n_items=1500,
+    vectors = synthetic_training_set(tmp_path / "set", rows=40_000, seed=1, n_users=800, n_items=1500,
                                      row_group=1000)
     cfg = small_cfg.with_overrides(model={"ctr": {"batch_size": 512, "epoch_study": 0, "bootstrap": 10,
                                                   "make_epochs": 2, "emb_lr": None}}, data={"side_features": []})
@@ -118,3 +124,21 @@ def test_two_processes_agree_with_one_and_write_one_artifact(small_cfg, tmp_path
     assert logs["make_pretrain"]["epochs"] == 2 and logs["id_stage"]["epochs"] == 1  # the schedules kept
     assert logs["processes"] == 2
     assert report["split"]["n_train"] <= logs["id_stage"]["samples"] < report["split"]["n_train"] + 2  # (+ padding)
+
+
+def test_torchrun_ranks_join_its_group_and_rank_zero_writes(market: Market, tmp_path) -> None:
+    parts = _write_parts(market.frame, tmp_path / "parts", files=2, row_group=500)
+    market.item_vectors.to_parquet(tmp_path / "vectors.parquet")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(Path(__file__).with_name("torchrun_entry.py")), str(parts), str(tmp_path / "vectors.parquet"),
+         str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = dict(line.split(" ", 2)[1:] for line in done.stdout.splitlines() if line.startswith("RANK "))
+    assert said == {"0": '["id_only"]', "1": "[]"}  # rank 0 returns the section, rank 1 nothing
+    assert sorted(p.name for p in (tmp_path / "run" / "models").iterdir()) == ["id_only"]
+    assert json.loads((tmp_path / "run" / "ctr_report.json").read_text())["training"]["id_only"][0]["processes"] == 2
