@@ -338,10 +338,9 @@ def _spawned(rank: int, world: int, port: int, job: _Job, result: Path) -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
                             rank=rank, world_size=world)
     try:
-        section = _run_rank(job, device)
+        section = _run_rank(job, device)  # no barrier after: rank 0's LightGBM and report need no other rank
         if rank == 0:
             result.write_bytes(pickle.dumps(section))
-        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -378,8 +377,7 @@ def train_data_parallel(
         plan = share_from_rank0(lambda: plan_shards(Path(train_set), item_vectors, cfg, cut=cut, holdout=holdout))
         job = _Job(plan, item_vectors, cfg, out_dir, tuple(models), seeds, progress, holdout,
                    _threads(int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))))
-        mine = _run_rank(job, device)
-        dist.barrier()
+        mine = _run_rank(job, device)  # the last collective is the last torch model's; rank 0 goes on alone
         return mine or {}
     with tempfile.TemporaryDirectory(prefix="mmads-ddp-") as tmp:
         source = _as_file(train_set, Path(tmp))
