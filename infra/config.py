@@ -251,6 +251,7 @@ class CTRConfig(_Section):
     seeds: int = Field(default=1, ge=1)
     bootstrap: int = Field(default=200, ge=10)
     lgbm_rounds: int = Field(default=300, ge=1)
+    nproc: int = Field(default=1, ge=1)  # data-parallel processes for the torch models (torchrun's WORLD_SIZE wins)
 
 
 class ModelConfig(_Section):

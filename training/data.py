@@ -8,17 +8,24 @@ validation slice (MAKE and LightGBM early stopping; never the test rows) is the 
 
 Batches are index selections of one :class:`~training.models.inputs.CTRInputs` built once per
 dataset, so no per-row Python runs while training.
+
+Data-parallel training (``training.distributed``) streams instead: a training set (one parquet file
+or a directory of them) is a list of :class:`Piece` (file, row group); a :class:`ShardStream` gives
+each rank its share of the rows of a period, one row group at a time, in a random order.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
@@ -95,6 +102,13 @@ def _created_at(frame: pd.DataFrame, item_vectors: pd.DataFrame | None) -> pd.Se
     return created
 
 
+def flag_new_items(test: pd.DataFrame, cut: pd.Timestamp, item_vectors: pd.DataFrame | None = None) -> None:
+    """Fill ``test``'s ``item_created_at`` (from ``item_vectors`` where null); ``is_new``: created after ``cut``."""
+    created = _created_at(test, item_vectors)
+    test["item_created_at"] = created
+    test["is_new"] = (created > cut).fillna(False).to_numpy(bool)
+
+
 def time_split(frame: pd.DataFrame, cfg: MmadsConfig, item_vectors: pd.DataFrame | None = None, *,
                cut: pd.Timestamp | None = None) -> TimeSplit:
     """Split a training-set frame by time and flag new items in the test part.
@@ -121,9 +135,7 @@ def time_split(frame: pd.DataFrame, cfg: MmadsConfig, item_vectors: pd.DataFrame
         logger.info("dropped %d rows stamped exactly at the cut %s", dropped, cut)
     if train.empty or test.empty:
         raise DatasetError(f"time split at {cut} leaves {len(train)} train and {len(test)} test rows")
-    created = _created_at(test, item_vectors)
-    test["item_created_at"] = created
-    test["is_new"] = (created > cut).fillna(False).to_numpy(bool)
+    flag_new_items(test, cut, item_vectors)
     ts = train["ts"].astype("datetime64[ns, UTC]").astype("int64").to_numpy()
     q = 1.0 - cfg.model.ctr.validation_fraction
     valid_start = pd.Timestamp(int(np.quantile(ts, q)), tz="UTC")
@@ -175,3 +187,186 @@ def batch_loader(inputs: CTRInputs, batch_size: int, *, shuffle: bool, seed: int
         base = SequentialSampler(ds)
     sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
     return DataLoader(ds, sampler=sampler, batch_size=None, collate_fn=_identity)
+
+
+# --- streaming: a training set as pieces, and one data-parallel rank's batches -------------------------
+
+READ_ROWS = 4096  # rows per record batch of the counting passes (bounds their memory)
+SHUFFLE_BATCHES = 8  # a rank turns this many of its batches at a time into model inputs
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One row group of one parquet file: the unit ranks share out.
+
+    Attributes:
+        path: the parquet file.
+        row_group: the row group's index in the file.
+        rows: its row count.
+    """
+
+    path: str
+    row_group: int
+    rows: int
+
+
+def training_set_pieces(source: Path) -> list[Piece]:
+    """Every (file, row group) of a training set: one parquet file, or a directory of them (recursively).
+
+    Files are taken in sorted path order, row groups in file order, so the pieces' concatenation
+    is the set's row order. Hidden files and Spark/Hadoop markers (``_SUCCESS``, ``.crc``) are skipped.
+
+    Raises:
+        DatasetError: the path does not exist, or holds no parquet file.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DatasetError(f"training set {path} does not exist")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet")
+                       if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    else:
+        files = [path]
+    if not files:
+        raise DatasetError(f"training set directory {path} holds no parquet file")
+    pieces = []
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        pieces += [Piece(str(f), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    return pieces
+
+
+def read_piece(piece: Piece, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The rows of one piece as frames of at most :data:`READ_ROWS` rows, in file order."""
+    with pq.ParquetFile(piece.path) as f:
+        for batch in f.iter_batches(batch_size=READ_ROWS, row_groups=[piece.row_group], columns=columns):
+            yield batch.to_pandas()
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open time range ``lo <= ts < hi`` (a None end is open), or ``lo < ts`` when ``after``.
+
+    Attributes:
+        lo, hi: the ends.
+        after: exclude ``lo`` itself (the test period starts strictly after the cut).
+    """
+
+    lo: pd.Timestamp | None = None
+    hi: pd.Timestamp | None = None
+    after: bool = False
+
+    def mask(self, ts: pd.Series) -> np.ndarray:
+        """Which of ``ts`` lie in the period, (R,) bool."""
+        keep = np.ones(len(ts), dtype=bool)
+        if self.lo is not None:
+            keep &= (ts > self.lo).to_numpy() if self.after else (ts >= self.lo).to_numpy()
+        if self.hi is not None:
+            keep &= (ts < self.hi).to_numpy()
+        return keep
+
+
+def read_period(pieces: Sequence[Piece], period: Period, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of ``pieces`` in ``period`` as one frame, sorted by ``ts`` (stable, like :func:`load_training_set`)."""
+    cols = None if columns is None else list(dict.fromkeys(["ts", *columns]))
+    parts = [chunk[period.mask(chunk["ts"])] for piece in pieces for chunk in read_piece(piece, cols)]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+class ShardStream:
+    """One data-parallel rank's batches of the training rows in a period, streamed from the pieces.
+
+    Epoch ``e`` orders the pieces by a permutation seeded with ``seed + 7919 * e`` (the same on every
+    rank), lays their in-period rows end to end and gives rank ``r`` of ``W`` the contiguous range
+    ``[R r / W, R (r + 1) / W)``: rank row counts differ by at most one, and a piece on a boundary
+    is read by the two ranks that share it. A rank reads one piece at a time (its part of one row
+    group, columnar) and visits its rows in a random order, turning :data:`SHUFFLE_BATCHES` batches
+    at a time into model inputs: it holds a row group and a few batches, never its shard, and a
+    training set written in one or two large row groups is still shuffled row by row.
+
+    Every rank yields exactly :attr:`steps` batches per epoch (DDP needs every rank in every
+    allreduce): a rank one row short of a batch boundary repeats its last row as a one-row batch.
+
+    Args:
+        pieces: the training set's pieces.
+        counts: per piece, its rows in ``period`` (from one counting pass).
+        period: the rows this stream trains on (e.g. before the validation slice).
+        build: turns a frame of rows into model inputs (:func:`~training.models.inputs.build_inputs`).
+        rank, world: this rank and the number of ranks.
+        batch_size: rows per batch on this rank.
+        seed: the shuffling seed.
+    """
+
+    def __init__(self, pieces: Sequence[Piece], counts: Sequence[int], period: Period,
+                 build: Callable[[pd.DataFrame], CTRInputs], *, rank: int, world: int, batch_size: int,
+                 seed: int) -> None:
+        if len(pieces) != len(counts):
+            raise ValueError("one row count per piece")
+        self.pieces, self.counts, self.period, self.build = list(pieces), np.asarray(counts, np.int64), period, build
+        self.rank, self.world, self.batch_size, self.seed = rank, world, batch_size, seed
+        self.total = int(self.counts.sum())
+        if self.total < world:
+            raise DatasetError(f"{self.total} training rows cannot be shared by {world} processes")
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch on every rank: the largest rank's rows over the batch size, rounded up."""
+        per_rank = -(-self.total // self.world)  # ceil
+        return -(-per_rank // self.batch_size)
+
+    def rank_range(self) -> tuple[int, int]:
+        """The rank's rows ``[start, stop)`` in an epoch's piece order."""
+        return self.total * self.rank // self.world, self.total * (self.rank + 1) // self.world
+
+    def __call__(self, epoch: int) -> Iterator[CTRInputs]:
+        """The batches of epoch ``epoch`` (0-based)."""
+        order = np.random.default_rng(self.seed + 7919 * epoch).permutation(len(self.pieces))
+        gen = torch.Generator().manual_seed(self.seed + 7919 * epoch + 104729 * self.rank)
+        emitted, last = 0, None
+        for batch in self._batches(order, gen):
+            emitted += 1
+            last = batch
+            yield batch
+        if emitted < self.steps and last is not None:  # a short rank: pad with one repeated row
+            yield last.select(slice(len(last) - 1, None))
+            emitted += 1
+        if emitted != self.steps:
+            raise RuntimeError(f"rank {self.rank} made {emitted} batches, expected {self.steps}")
+
+    def _parts(self, order: np.ndarray) -> Iterator[pa.Table]:
+        """The rank's in-period rows, one piece's part at a time in ``order``."""
+        start, stop = self.rank_range()
+        pos = 0  # in-period rows of the pieces before the current one
+        for k in order:
+            n = int(self.counts[k])
+            if n and pos + n > start and pos < stop:
+                piece = self.pieces[k]
+                with pq.ParquetFile(piece.path) as f:
+                    table = f.read_row_group(piece.row_group)
+                rows = table.filter(pa.array(self.period.mask(table.column("ts").to_pandas())))
+                lo, hi = max(start - pos, 0), min(stop - pos, n)
+                yield rows.slice(lo, hi - lo)
+            pos += n
+            if pos >= stop:
+                return
+
+    def _batches(self, order: np.ndarray, gen: torch.Generator) -> Iterator[CTRInputs]:
+        """Full batches in a random order within each part; a part's last rows carry into the next."""
+        chunk = SHUFFLE_BATCHES * self.batch_size
+        carry: pd.DataFrame | None = None
+        for part in self._parts(order):
+            perm = torch.randperm(part.num_rows, generator=gen).numpy()
+            for lo in range(0, len(perm), chunk):
+                frame = part.take(pa.array(perm[lo:lo + chunk])).to_pandas()
+                if carry is not None:
+                    frame, carry = pd.concat([carry, frame], ignore_index=True), None
+                full = len(frame) // self.batch_size * self.batch_size
+                if full:
+                    inputs = self.build(frame.iloc[:full])
+                    for b in range(0, full, self.batch_size):
+                        yield inputs.select(slice(b, b + self.batch_size))
+                if full < len(frame):
+                    carry = frame.iloc[full:]
+        if carry is not None:
+            yield self.build(carry.reset_index(drop=True))

@@ -9,6 +9,7 @@ Artifacts of the first seed are saved under ``out_dir/models/<name>/``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ class _Prepared:
 
 
 @dataclass
-class _Runs:
+class AblationRuns:
     """Per model: test probabilities and training logs, one per seed."""
 
     proba: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -75,13 +76,17 @@ class _Runs:
     epochs: dict[str, dict[str, Any]] = field(default_factory=dict)  # the one-epoch study (first seed)
 
     def add(self, name: str, proba: np.ndarray, log: dict[str, Any], seconds: float) -> None:
+        """Record one seed of model ``name``: test probabilities, training log, training seconds."""
         self.proba.setdefault(name, []).append(proba)
         self.logs.setdefault(name, []).append(log)
         self.seconds.setdefault(name, []).append(seconds)
 
 
-def _check_same_encoder(frame: pd.DataFrame, lookup: ItemVectorLookup, sample: int = 2000) -> None:
+def check_same_encoder(frame: pd.DataFrame, lookup: ItemVectorLookup, sample: int = 2000) -> None:
     """Refuse a training set whose target vectors come from another encoder than the item vectors.
+
+    Raises:
+        FeatureError: the median cosine over up to ``sample`` items is below :data:`SAME_ENCODER_COSINE`.
 
     MAKE reads the target's vector from the training set and the history's from ``item_vectors``;
     from two encoders they would be compared across unrelated spaces, silently (a training set
@@ -104,7 +109,7 @@ def _prepare(train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: Mm
         split = time_split(split.train, cfg, item_vectors, cut=split.valid_start)
     vocab = IdVocab.fit(split.train, min_item_count=MIN_ITEM_COUNT)
     lookup = ItemVectorLookup.from_frame(item_vectors)
-    _check_same_encoder(frame, lookup)
+    check_same_encoder(frame, lookup)
     # side-feature vocabularies and statistics: the training period's rows only, like the id vocabulary
     specs = configured(cfg)
     side = SideEncoder.fit(split.train, specs) if specs else None
@@ -127,7 +132,7 @@ def _epoch_study(prep: _Prepared, cfg: MmadsConfig, seed: int) -> dict[str, Any]
     return {"epochs": list(range(1, ctr.epoch_study + 1)), "valid_auc": curves["valid"], "test_auc": curves["test"]}
 
 
-def _train_seed(prep: _Prepared, cfg: MmadsConfig, models: Sequence[str], seed: int, runs: _Runs,
+def _train_seed(prep: _Prepared, cfg: MmadsConfig, models: Sequence[str], seed: int, runs: AblationRuns,
                 save_dir: Path | None, progress: bool) -> None:
     ctr = cfg.model.ctr
     make: MAKE | None = None
@@ -184,7 +189,7 @@ def _gains(section: dict[str, dict[str, Any]], base: str = "id_only") -> None:
         row["new_to_overall_gain_ratio"] = ratio
 
 
-def _metrics(test: pd.DataFrame, train: pd.DataFrame, runs: _Runs, n_boot: int,
+def _metrics(test: pd.DataFrame, train: pd.DataFrame, runs: AblationRuns, n_boot: int,
              seed: int) -> dict[str, dict[str, Any]]:
     y = test["clicked"].to_numpy()
     new = test["is_new"].to_numpy(bool)
@@ -225,7 +230,7 @@ def _metrics(test: pd.DataFrame, train: pd.DataFrame, runs: _Runs, n_boot: int,
 def train_and_evaluate(
     train_set: pd.DataFrame | Path, item_vectors: pd.DataFrame, cfg: MmadsConfig, out_dir: Path, *,
     models: Sequence[str] = MODEL_NAMES, seeds: int | None = None, progress: bool = True,
-    cut: pd.Timestamp | None = None, holdout: str = "test",
+    cut: pd.Timestamp | None = None, holdout: str = "test", nproc: int | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate the ablation; write artifacts, ``ctr_report.json``/``.md`` and plots.
 
@@ -247,6 +252,10 @@ def train_and_evaluate(
             slice (the last ``validation_fraction`` of the rows before the cut) with models fitted on
             the rows before it, and never reads a row at or after the cut ("new" items are then those
             created after the slice starts).
+        nproc: processes training the torch models data-parallel (default ``cfg.model.ctr.nproc``;
+            under ``torchrun`` its ``WORLD_SIZE`` wins): above 1, :func:`training.distributed.train_data_parallel`
+            runs the same ablation with each process streaming its shard of the training set; rank 0
+            writes everything and the other ranks return an empty dict.
 
     Returns:
         The report's "ctr" section: per model ``auc``, ``gauc``, ``auc_new``, ``gauc_new``,
@@ -268,29 +277,68 @@ def train_and_evaluate(
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown or not models:
         raise ConfigError(f"unknown CTR models {unknown}; choose from {list(MODEL_NAMES)}")
+    world = ctr_processes(cfg, nproc)
+    if world > 1:
+        from training.distributed import train_data_parallel  # torch.distributed only when asked for
+
+        return train_data_parallel(train_set, item_vectors, cfg, Path(out_dir), models=list(models),
+                                   seeds=seeds or cfg.model.ctr.seeds, progress=progress, cut=cut, holdout=holdout,
+                                   nproc=world)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     n_seeds = seeds or cfg.model.ctr.seeds
     start = time.perf_counter()
     prep = _prepare(train_set, item_vectors, cfg, cut, holdout)
-    runs = _Runs()
+    runs = AblationRuns()
     out_dir = Path(out_dir)
     for i in tqdm(range(n_seeds), desc="seeds", disable=not progress or n_seeds == 1):
         _train_seed(prep, cfg, list(models), cfg.model.seed + i, runs,
                     out_dir / "models" if i == 0 else None, progress)
-    section = _metrics(prep.split.test, prep.split.train, runs, cfg.model.ctr.bootstrap, cfg.model.seed)
-    labels = prep.split.test["clicked"].to_numpy()
+    return finish(out_dir, cfg, prep.split, runs, n_fit=prep.n_fit, side=prep.side, holdout=holdout,
+                  n_seeds=n_seeds, start=start)
+
+
+def ctr_processes(cfg: MmadsConfig, nproc: int | None = None) -> int:
+    """How many processes train the torch models: ``WORLD_SIZE`` under ``torchrun``, else ``nproc`` or the config."""
+    env = os.environ.get("WORLD_SIZE")
+    if env is not None:
+        return int(env)
+    world = cfg.model.ctr.nproc if nproc is None else nproc
+    if world < 1:
+        raise ConfigError(f"nproc must be at least 1, got {world}")
+    return world
+
+
+def finish(out_dir: Path, cfg: MmadsConfig, split: TimeSplit, runs: AblationRuns, *, n_fit: int,
+           side: SideEncoder | None, holdout: str, n_seeds: int, start: float) -> dict[str, Any]:
+    """Metrics of every run, the report files and the test predictions (one process, or rank 0).
+
+    Args:
+        out_dir: the run directory.
+        cfg: configuration (``model.seed``, ``model.ctr.bootstrap``).
+        split: the time split; ``split.train`` needs only ``item_id`` (training impressions per item).
+        runs: every model's test probabilities and training logs, per seed.
+        n_fit: training rows before the validation slice.
+        side: the fitted side-feature encoder, or None.
+        holdout: what was scored (``test`` or ``validation``).
+        n_seeds: the number of seeds.
+        start: ``time.perf_counter()`` when the ablation began.
+
+    Returns:
+        The report's "ctr" section (see :func:`train_and_evaluate`).
+    """
+    section = _metrics(split.test, split.train, runs, cfg.model.ctr.bootstrap, cfg.model.seed)
+    labels = split.test["clicked"].to_numpy()
     for name, per_seed in runs.proba.items():  # calibration, mean over seeds
         section[name]["ece"] = float(np.mean([expected_calibration_error(labels, p) for p in per_seed]))
-    side_names = prep.side.names if prep.side else []
+    side_names = side.names if side else []
     for row in section.values():
         row["side_features"] = list(side_names)  # every model of the ablation uses all of them
-    split = prep.split
     meta = {
         "cut": str(split.cut), "valid_start": str(split.valid_start), "n_train": len(split.train),
-        "n_fit": prep.n_fit, "n_test": len(split.test), "n_test_new": int(split.test["is_new"].sum()),
+        "n_fit": n_fit, "n_test": len(split.test), "n_test_new": int(split.test["is_new"].sum()),
         "holdout": holdout, "seeds": n_seeds, "bootstrap": cfg.model.ctr.bootstrap,
         "seconds": time.perf_counter() - start,
-        "side_features": [s.model_dump() for s in prep.side.specs] if prep.side else [],
+        "side_features": [s.model_dump() for s in side.specs] if side else [],
     }
     first = {m: p[0] for m, p in runs.proba.items()}
     write_report(out_dir, section, meta, runs.logs, split.test["clicked"].to_numpy(), first)

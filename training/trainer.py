@@ -21,8 +21,10 @@ rows. Nothing is tuned on the test rows.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -41,6 +43,17 @@ logger = logging.getLogger(__name__)
 
 LOG_EVERY = 20  # steps per point of the training curve
 EVAL_BATCH = 8192
+
+EpochBatches = Callable[[int], Iterable[CTRInputs]]
+"""A batch source: the batches of epoch ``e`` (0-based) of one schedule."""
+Scorer = Callable[[nn.Module], float]
+"""An AUC of a model on some labelled rows (every rank gets the same value under data parallelism)."""
+Wrapper = Callable[[nn.Module], nn.Module]
+"""What trains a module: the module itself, or a ``DistributedDataParallel`` around it."""
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return module
 
 
 class CTRLoss(nn.Module):
@@ -94,17 +107,20 @@ class TrainingLog:
         return {**asdict(self), "samples_per_s": self.samples_per_s}
 
 
-def train_epoch(
-    model: nn.Module, data: CTRInputs, optimizer: torch.optim.Optimizer, *, batch_size: int, seed: int,
-    log: TrainingLog, progress: bool = False, desc: str = "train",
+def run_epoch(
+    model: nn.Module, batches: Iterable[CTRInputs], optimizer: torch.optim.Optimizer, *, log: TrainingLog,
+    progress: bool = False, desc: str = "train",
 ) -> None:
-    """One shuffled pass over ``data``, appending to ``log``."""
+    """One pass over ``batches`` (an epoch, in-memory or a data-parallel rank's stream), appending to ``log``.
+
+    ``model`` may be a ``DistributedDataParallel`` wrapper: its backward pass then averages the
+    gradients over the ranks.
+    """
     loss_fn = CTRLoss(model)
     model.train()
     running, n_run = 0.0, 0
     start = time.perf_counter()
-    loader = batch_loader(data, batch_size, shuffle=True, seed=seed + 7919 * log.epochs)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
         loss = loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -120,12 +136,27 @@ def train_epoch(
     log.epochs += 1
 
 
+def shuffled_epochs(data: CTRInputs, batch_size: int, seed: int) -> EpochBatches:
+    """The in-memory batch source: epoch ``e`` is a shuffled pass with seed ``seed + 7919 * e``."""
+    return lambda epoch: batch_loader(data, batch_size, shuffle=True, seed=seed + 7919 * epoch)
+
+
+def train_epoch(
+    model: nn.Module, data: CTRInputs, optimizer: torch.optim.Optimizer, *, batch_size: int, seed: int,
+    log: TrainingLog, progress: bool = False, desc: str = "train",
+) -> None:
+    """One shuffled pass over ``data``, appending to ``log``."""
+    run_epoch(model, shuffled_epochs(data, batch_size, seed)(log.epochs), optimizer, log=log, progress=progress,
+              desc=desc)
+
+
 def predict_proba(model: nn.Module, data: CTRInputs, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Click probabilities of every row, shape (R,) (the same computation as ``Ranker.score``)."""
     return torch.sigmoid(predict_logits(model, data, batch_size)).numpy().astype(np.float64)
 
 
 def _auc_of(model: nn.Module, data: CTRInputs) -> float:
+    """AUC of ``model`` on the labelled rows ``data``."""
     return auc(data.label.numpy() if data.label is not None else np.zeros(0), predict_logits(model, data).numpy())
 
 
@@ -148,21 +179,46 @@ def fit_make(
     Returns:
         MAKE with the best epoch's weights, and its training log.
     """
+    return make_schedule(
+        make_cfg, ctr, seed=seed, epochs=shuffled_epochs(fit, ctr.batch_size, seed),
+        score=lambda m: _auc_of(m, valid), probe=None if probe is None else (lambda m: _auc_of(m, probe)),
+        progress=progress)
+
+
+def make_schedule(
+    make_cfg: MakeConfig, ctr: CTRConfig, *, seed: int, epochs: EpochBatches, score: Scorer,
+    probe: Scorer | None = None, wrap: Wrapper = _unwrapped, progress: bool = False,
+) -> tuple[MAKE, TrainingLog]:
+    """MAKE's multi-epoch schedule over any batch source (:func:`fit_make` is the in-memory case).
+
+    Args:
+        make_cfg: MAKE's configuration.
+        ctr: ``make_epochs``, ``make_patience`` and the learning rate.
+        seed: initialisation seed.
+        epochs: the fit rows' batches of each epoch.
+        score: validation AUC of the (unwrapped) model after an epoch; early stopping reads it.
+        probe: an AUC recorded after each epoch and never read by the schedule.
+        wrap: what trains the module (identity, or ``DistributedDataParallel`` around it).
+        progress: show progress bars.
+
+    Returns:
+        MAKE with the best epoch's weights, and its training log.
+    """
     torch.manual_seed(seed)
     make = MAKE(make_cfg)
+    trained = wrap(make)
     opt = torch.optim.Adam(make.parameters(), lr=ctr.lr)
     log = TrainingLog()
     best, best_state, stale = -np.inf, copy.deepcopy(make.state_dict()), 0
     for epoch in range(ctr.make_epochs):
-        train_epoch(make, fit, opt, batch_size=ctr.batch_size, seed=seed, log=log, progress=progress,
-                    desc=f"MAKE epoch {epoch + 1}")
-        score = _auc_of(make, valid)
-        log.val_auc.append(score)
+        run_epoch(trained, epochs(log.epochs), opt, log=log, progress=progress, desc=f"MAKE epoch {epoch + 1}")
+        auc_now = score(make)
+        log.val_auc.append(auc_now)
         if probe is not None:
-            log.probe_auc.append(_auc_of(make, probe))
-        logger.info("MAKE epoch %d: validation AUC %.4f", epoch + 1, score)
-        if score > best:
-            best, best_state, stale, log.best_epoch = score, copy.deepcopy(make.state_dict()), 0, epoch + 1
+            log.probe_auc.append(probe(make))
+        logger.info("MAKE epoch %d: validation AUC %.4f", epoch + 1, auc_now)
+        if auc_now > best:
+            best, best_state, stale, log.best_epoch = auc_now, copy.deepcopy(make.state_dict()), 0, epoch + 1
         else:
             stale += 1
             if stale >= ctr.make_patience:
@@ -203,6 +259,21 @@ def fit_ctr_model(
     Returns:
         The trained model (eval mode) and its training log.
     """
+    return ctr_schedule(model_cfg, ctr, seed=seed, epochs=shuffled_epochs(train, ctr.batch_size, seed), make=make,
+                        progress=progress, desc=desc)
+
+
+def ctr_schedule(
+    model_cfg: CTRModelConfig, ctr: CTRConfig, *, seed: int, epochs: EpochBatches, make: MAKE | None = None,
+    wrap: Wrapper = _unwrapped, progress: bool = False, desc: str = "ID model",
+) -> tuple[CTRModel, TrainingLog]:
+    """The ID model's schedule over any batch source (:func:`fit_ctr_model` is the in-memory case).
+
+    ``id_epochs`` epochs, or exactly one when the model carries MAKE; ``wrap`` as in :func:`make_schedule`.
+
+    Returns:
+        The trained (unwrapped) model in eval mode and its training log.
+    """
     if (make is None) != (model_cfg.make is None):
         raise ValueError("pass a pre-trained MAKE exactly when the model config has a MAKE part")
     torch.manual_seed(seed)
@@ -210,12 +281,12 @@ def fit_ctr_model(
     if make is not None and model.make is not None:
         model.make.load_state_dict(make.state_dict())
         model.make.requires_grad_(model_cfg.finetune_make)
+    trained = wrap(model)
     opt = torch.optim.Adam(_param_groups(model, ctr), lr=ctr.lr)
     log = TrainingLog()
-    epochs = 1 if make is not None else ctr.id_epochs
-    for epoch in range(epochs):
-        train_epoch(model, train, opt, batch_size=ctr.batch_size, seed=seed, log=log, progress=progress,
-                    desc=f"{desc} epoch {epoch + 1}")
+    n_epochs = 1 if make is not None else ctr.id_epochs
+    for epoch in range(n_epochs):
+        run_epoch(trained, epochs(log.epochs), opt, log=log, progress=progress, desc=f"{desc} epoch {epoch + 1}")
     model.eval()
     return model, log
 
@@ -231,16 +302,31 @@ def epoch_curve(
     Returns:
         Per probe name, ``epochs`` AUCs (after epoch 1, 2, ...).
     """
+    scorers: dict[str, Scorer] = {name: functools.partial(_auc_of, data=data) for name, data in probes.items()}
+    return curve_schedule(model_cfg, ctr, seed=seed, n_epochs=epochs,
+                          epochs=shuffled_epochs(fit, ctr.batch_size, seed), probes=scorers)
+
+
+def curve_schedule(
+    model_cfg: CTRModelConfig, ctr: CTRConfig, *, seed: int, n_epochs: int, epochs: EpochBatches,
+    probes: dict[str, Scorer], wrap: Wrapper = _unwrapped,
+) -> dict[str, list[float]]:
+    """The one-epoch study over any batch source (:func:`epoch_curve` is the in-memory case).
+
+    Returns:
+        Per probe name, ``n_epochs`` AUCs (after epoch 1, 2, ...).
+    """
     if model_cfg.make is not None:
         raise ValueError("the epoch curve is for ID models without MAKE")
     torch.manual_seed(seed)
     model = CTRModel(replace(model_cfg, id_dropout=ctr.id_dropout))
+    trained = wrap(model)
     opt = torch.optim.Adam(_param_groups(model, ctr), lr=ctr.lr)
     log = TrainingLog()
     curves: dict[str, list[float]] = {name: [] for name in probes}
-    for epoch in range(epochs):
-        train_epoch(model, fit, opt, batch_size=ctr.batch_size, seed=seed, log=log, desc=f"epoch {epoch + 1}")
-        for name, data in probes.items():
-            curves[name].append(_auc_of(model, data))
+    for epoch in range(n_epochs):
+        run_epoch(trained, epochs(log.epochs), opt, log=log, desc=f"epoch {epoch + 1}")
+        for name, scorer in probes.items():
+            curves[name].append(scorer(model))
     model.eval()
     return curves
