@@ -21,7 +21,9 @@ def make_config(state_dir: Path, **overrides: object) -> MmadsConfig:
         "serving": {"port": free_port()},
         "streaming": {"metrics_port": 0},  # each job process picks a free port (recorded in its stats file)
     }
-    changes.update(overrides)
+    for key, value in overrides.items():  # a section given by the caller keeps the defaults above it does not name
+        default = changes.get(key)
+        changes[key] = {**default, **value} if isinstance(default, dict) and isinstance(value, dict) else value
     return base.with_overrides(**changes)
 
 
