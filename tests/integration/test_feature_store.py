@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from feast.infra.online_stores.helpers import compute_table_id
 
 from feature_repo.feast_internals import online_read
 from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, step
 from feature_repo.online import ItemRowCache, OnlineFeatureReader
 from feature_repo.schema import ITEM_VIEW, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
+from feature_repo.sqlite_rows import SqliteRowWriter
 from feature_repo.store import (
     apply_repo,
     open_store,
@@ -270,6 +272,16 @@ def test_fast_online_write_reads_back_like_feasts_own_write(repo):
         for name in names:
             assert a[name] == b[name], (view, name)
         assert a[names[0]][0] is not None  # the rows exist
+        # and the stored SQLite rows are Feast's, column for column (SqliteRowWriter runs Feast's upsert)
+        reader = SqliteRowWriter(store)
+        table = store.get_feature_view(view)
+        table_id = compute_table_id(store.config.project, table,
+                                    store.config.registry.enable_online_feature_view_versioning)
+        sql = f'SELECT feature_name, value, value_text, event_ts FROM "{table_id}" WHERE entity_key = ? ORDER BY 1'
+        for fi, mi in zip(feast_ids, fast_ids, strict=True):
+            theirs = reader._conn.execute(sql, reader.keys(key, [fi])).fetchall()
+            mine = reader._conn.execute(sql, reader.keys(key, [mi])).fetchall()
+            assert theirs == mine and len(mine) == len(table.features), (view, fi)
 
 
 def test_item_cache_serves_the_same_rows_and_expires(repo, data):
