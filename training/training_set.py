@@ -456,7 +456,8 @@ def check_parity(
     ours = fast_features(cfg, vectors, fast)
     hist, cut = gather(ours.hist_ids, ours.hist_lengths, vectors, cfg.model.history_len)
     flat = [h[:k].ravel() if k else None for h, k in zip(hist, cut, strict=True)]  # None: no history
-    with_vectors = entity.assign(**{HIST_VECTORS_FIELD: flat})
+    with_vectors = entity.copy()
+    with_vectors[HIST_VECTORS_FIELD] = pd.Series(flat, index=entity.index, dtype=object)
     odfv = _retrieve(store, with_vectors, store.get_feature_service(TRAINING_SERVICE))
     cols = SIMTIER_COLUMNS(cfg.model.n_tiers)
     theirs = np.column_stack([odfv.column(c).to_numpy(zero_copy_only=False) for c in cols]).astype(np.float64)
