@@ -24,13 +24,13 @@ Policy (documented contract):
   The online store holds the state after every event so far, which is the state strictly before
   any later request.
 
-Vectors are not part of the state, nor of the stored row (the lean user row: ids and times, about
-600 bytes at N = 50, where the vectors took 12.8 KB). :func:`gather` looks the history vectors up in
-the item vectors by id, and it is the ONE gather both paths run: serving over the item rows it read
-for the request (the item-row cache, then the online store in the candidates' batched read), the
-training set over the offline item table. A history item without a vector (not indexed yet, or
-evicted) gets the zero row, which :func:`feature_repo.simtier.simtier` skips and MAKE's lookup also
-maps to "no vector": both paths treat it alike.
+Vectors are not part of the state, nor of the stored row (the lean user row: ids and times, 515
+bytes of stored values at N = 50, where the vectors made it 12.9 KB). :func:`gather` looks the
+history vectors up in the item vectors by id, and it is the ONE gather both paths run: serving over
+the item rows it read for the request (the item-row cache, then the online store in the candidates'
+batched read), the training set over the offline item table. A history item without a vector (not
+indexed yet, or evicted) gets the zero row, which :func:`feature_repo.simtier.simtier` skips and
+MAKE's lookup also maps to "no vector": both paths treat it alike.
 
 Which vector: an item's latest. Item rows are stamped with the item's ``created_at`` (a re-index
 writes the same stamp with a later write time), so Feast's point-in-time join gives the target the
