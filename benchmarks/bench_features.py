@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.row_size import user_row_sizes
 from feature_repo.history import ItemVectors
 from feature_repo.online import ItemRowCache, OnlineFeatureReader
 from feature_repo.store import append_offline, apply_repo, write_online_items, write_online_users
@@ -42,6 +43,11 @@ def _make_items(n_items: int, dim: int, rng: np.random.Generator) -> pd.DataFram
     })
 
 
+def _hist_ts(last_us: np.ndarray, n: int) -> list[list[int]]:
+    """Per user, ``n`` behavior times (µs) a minute apart ending at ``last_us``, newest first."""
+    return (np.asarray(last_us, np.int64)[:, None] - 60_000_000 * np.arange(n)[None, :]).tolist()
+
+
 def _load(cfg: MmadsConfig, n_users: int, n_items: int, seed: int = 0) -> ItemVectors:
     """Write item rows and users x SNAPSHOTS history snapshots (offline), return the item table."""
     rng = np.random.default_rng(seed)
@@ -55,8 +61,7 @@ def _load(cfg: MmadsConfig, n_users: int, n_items: int, seed: int = 0) -> ItemVe
             rng.integers(0, 3600, n_users), unit="s")
         append_offline(cfg, "user_behavior", pd.DataFrame({
             "user_id": np.arange(n_users, dtype=np.int64), "hist_item_ids": list(ids),
-            "hist_emb_flat": list(vectors.matrix[vectors.rows(ids.ravel())].reshape(n_users, -1)),
-            "last_event_ts": ts, "event_timestamp": ts,
+            "hist_ts": _hist_ts(pd.DatetimeIndex(ts).as_unit("us").asi8, n), "last_event_ts": ts, "event_timestamp": ts,
         }))
     return vectors
 
@@ -88,12 +93,13 @@ def _online(cfg: MmadsConfig, n_users: int, n_items: int, reps: int) -> dict[str
     items = _make_items(n_items, cfg.model.dim, rng)
     for lo in range(0, n_items, 2000):
         write_online_items(store, items.iloc[lo:lo + 2000])
-    vectors = ItemVectors(items["item_id"].to_numpy(), np.stack(items["emb"].tolist()))
-    ids = rng.integers(0, n_items, size=(n_users, cfg.model.history_len))
+    n = cfg.model.history_len
+    ids = np.stack([rng.choice(n_items, n, replace=False) for _ in range(n_users)])  # a history has no repeats
     write_online_users(store, pd.DataFrame({
         "user_id": np.arange(n_users, dtype=np.int64), "hist_item_ids": list(ids),
-        "hist_emb_flat": [vectors.flat(h) for h in ids], "last_event_ts": T0, "event_timestamp": T0,
+        "hist_ts": _hist_ts(np.full(n_users, T0.value // 1000), n), "last_event_ts": T0, "event_timestamp": T0,
     }))
+    sizes = user_row_sizes(store, list(range(n_users)), n)
     reader = OnlineFeatureReader(store, cfg)
     cands = rng.choice(n_items, CANDIDATES, replace=False).tolist()
     fast = _latency(lambda: reader.read(int(rng.integers(0, n_users)), cands), reps)
@@ -103,7 +109,7 @@ def _online(cfg: MmadsConfig, n_users: int, n_items: int, reps: int) -> dict[str
                                                                            cfg.serving.item_cache_max_items))
     cached = _latency(lambda: cached_reader.read(int(rng.integers(0, n_users)), cands), reps)
     return {"fast_p50": fast[0], "fast_p99": fast[1], "odfv_p50": odfv[0], "odfv_p99": odfv[1],
-            "cached_p50": cached[0], "cached_p99": cached[1]}
+            "cached_p50": cached[0], "cached_p99": cached[1], "user_row_bytes": sizes["user_row_bytes"]}
 
 
 def _with_redis(fn: Callable[[str], dict[str, float]]) -> dict[str, float] | None:
@@ -138,7 +144,8 @@ def run(quick: bool) -> dict[str, Any]:
     Returns:
         ``historical_rows_per_s_100k``, ``historical_rows_per_s_1m`` (None when quick),
         ``online_fast_p99_ms``, ``online_odfv_p99_ms``, ``online_fast_speedup`` (odfv p99 / fast p99),
-        ``online_fast_p99_ms_redis`` (None without redis-server), plus details.
+        ``online_fast_p99_ms_redis`` (None without redis-server), ``user_row_bytes`` (a full-history
+        row as stored online, :mod:`benchmarks.row_size`), plus details.
     """
     n_users, n_items = (1000, 2000) if quick else (5000, 10000)
     sizes = [100_000] if quick else [100_000, 1_000_000]
@@ -159,6 +166,7 @@ def run(quick: bool) -> dict[str, Any]:
         "online_fast_speedup": sqlite["odfv_p99"] / sqlite["fast_p99"],
         "online_fast_p99_ms_redis": redis["fast_p99"] if redis else None,
         "online_fast_cached_p99_ms": sqlite["cached_p99"],
+        "user_row_bytes": sqlite["user_row_bytes"],
         "details": {"quick": quick, "loadavg_1m_end": os.getloadavg()[0], "users": n_users,
                     "items": n_items, "historical": hist, "sqlite": sqlite, "redis": redis},
     }
@@ -178,6 +186,7 @@ def _print_table(r: dict[str, Any]) -> None:
             print(f"  online {name:6s} 1x{CANDIDATES}  fast p50/p99 {o['fast_p50']:6.1f}/{o['fast_p99']:6.1f} ms"
                   f"  odfv p50/p99 {o['odfv_p50']:6.1f}/{o['odfv_p99']:6.1f} ms"
                   f"  fast + item cache p50/p99 {o['cached_p50']:5.1f}/{o['cached_p99']:5.1f} ms")
+    print(f"  user row: {r['user_row_bytes']:,.0f} bytes (full history, as stored online; target <= 1,024)")
     print(f"  fast-path speedup (p99, sqlite): {r['online_fast_speedup']:.1f}x"
           f"   (1-min load average at the end: {d['loadavg_1m_end']:.1f})")
 

@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from benchmarks.row_size import user_row_sizes
 from benchmarks.serving_world import World, build_world
 from feature_repo.store import open_store, write_online_items, write_online_users
 from infra.config import MmadsConfig
@@ -352,8 +353,11 @@ def _fresh_trial(cfg: MmadsConfig, encoder: Any, producer: Any, store: Any, url:
     seen = pd.DataFrame({"item_id": [seen_id], "title": [f"{paraphrase} {i}"], "category": ["fresh"],
                          "image_path": [None], "created_at": [now]})
     vec = encoder.encode_items(seen)[0]
+    # the seen item's row, as the indexer writes it: serving gathers the user's history vector from it
+    write_online_items(store, pd.DataFrame({"item_id": [seen_id], "emb": [vec], "category": ["fresh"],
+                                            "created_at": [now], "event_timestamp": [now]}))
     write_online_users(store, pd.DataFrame({"user_id": [user_id], "hist_item_ids": [[seen_id]],
-                                            "hist_emb_flat": [vec], "last_event_ts": [now],
+                                            "hist_ts": [[int(now.value) // 1000]], "last_event_ts": [now],
                                             "event_timestamp": [now]}))
     value = encode_value({"item_id": item_id, "title": f"{title} {i}", "category": "fresh", "image_uri": None,
                           "created_at": iso_utc(now)})
@@ -455,8 +459,10 @@ def _measure(cfg: MmadsConfig, work: Path, sizes: Sizes) -> dict[str, Any]:
     run_dir = work / "run"
     world = build_world(cfg, run_dir, n_items=sizes.n_items, n_users=sizes.n_users, n_missing=50,
                         n_categories=16, models=("simtier_make",))
+    rows = user_row_sizes(open_store(cfg), world.users["user_id"].tolist(), cfg.model.history_len)
     with service(cfg, run_dir, work) as url:
         res = _rank_phases(url, world, sizes)
+    res.update(rows)
     # Throughput as deployed on this machine: one worker process per core (`mmads serve --workers 2`);
     # a single Python process is bound by its GIL to ~1 core (the *_1worker keys above).
     with service(cfg, run_dir, work, extra=("--workers", str(THROUGHPUT_WORKERS))) as url:

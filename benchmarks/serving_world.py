@@ -33,7 +33,7 @@ class World:
         items: item_id, emb (d float32, unit norm), category, created_at, event_timestamp: the items
             WITH a vector (written to Feast online and Milvus).
         missing_item_ids: items the model knows that have no vector anywhere.
-        users: user_id, hist_item_ids, hist_emb_flat, last_event_ts, event_timestamp (Feast online).
+        users: user_id, hist_item_ids, hist_ts, last_event_ts, event_timestamp (Feast online).
         run_dir: the run directory holding ``ctr/models/<name>``.
         model_names: the models saved (the first is named in ``serving.json``).
     """
@@ -63,16 +63,16 @@ def _item_table(cfg: MmadsConfig, n_items: int, n_categories: int, rng: np.rando
 def _user_table(cfg: MmadsConfig, items: pd.DataFrame, n_users: int, rng: np.random.Generator) -> pd.DataFrame:
     by_cat = {str(k): np.asarray(v, dtype=np.int64) for k, v in items.groupby("category").indices.items()}
     cats = sorted(by_cat)
-    vec = np.stack(items["emb"].to_list())
     rows = []
     for u in range(n_users):
         pool = by_cat[cats[u % len(cats)]]
         n = min(len(pool), int(rng.integers(1, cfg.model.history_len + 1)))
         pick = rng.choice(pool, size=n, replace=False)
-        rows.append({"user_id": 1 + u, "hist_item_ids": items["item_id"].to_numpy()[pick].tolist(),
-                     "hist_emb_flat": vec[pick].ravel()})
+        rows.append({"user_id": 1 + u, "hist_item_ids": items["item_id"].to_numpy()[pick].tolist()})
     users = pd.DataFrame(rows)
     users["last_event_ts"] = T0 + pd.Timedelta(days=31)
+    last_us = int(users["last_event_ts"].iloc[0].value) // 1000
+    users["hist_ts"] = [[last_us - 60_000_000 * k for k in range(len(h))] for h in users["hist_item_ids"]]
     users["event_timestamp"] = users["last_event_ts"]
     return users
 

@@ -24,7 +24,7 @@ def build_definitions(cfg: MmadsConfig) -> list[Any]:
     """
     items = item_embeddings_view(cfg)
     users = user_behavior_view(cfg)
-    odfv = simtier_view(cfg, items, users)
+    odfv = simtier_view(cfg, items)
     sides = side_views(cfg)
     return [
         entities.user, entities.item, items.stream_source, users.stream_source,

@@ -30,14 +30,17 @@ def item_embeddings_view(cfg: MmadsConfig) -> FeatureView:
 
 
 def user_behavior_view(cfg: MmadsConfig) -> FeatureView:
-    """``user_behavior``: last N item ids (newest first), their vectors flattened, last event time."""
+    """``user_behavior`` (the lean row): last N item ids (newest first), their behavior times (µs), last event time.
+
+    The history vectors are not stored: readers gather them from ``item_embeddings`` by id.
+    """
     return FeatureView(
         name=USER_VIEW,
         entities=[entities.user],
         ttl=timedelta(days=cfg.feast.user_ttl_days),
         schema=[
             Field(name="hist_item_ids", dtype=Array(Int64), tags={"max_len": str(cfg.model.history_len)}),
-            Field(name="hist_emb_flat", dtype=Array(Float32)),
+            Field(name="hist_ts", dtype=Array(Int64), tags={"unit": "us"}),
             Field(name="last_event_ts", dtype=UnixTimestamp),
         ],
         source=user_behavior_push(cfg),

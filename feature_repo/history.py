@@ -1,9 +1,10 @@
 """The behavior-history step: one pure function that streaming (online) and training (batch) share.
 
-A user's state is the ids of the last ``N`` items they acted on, newest first, and the time of
-their latest event. :func:`step` folds one behavior event into it and returns the new state and a
-snapshot (the row the ``user_behavior`` feature view stores). :func:`history_snapshots` runs the
-same :func:`step` over a behaviors frame, which is how training sets are built from files.
+A user's state is the ids of the last ``N`` items they acted on, newest first, the time of each
+of those behaviors, and the time of their latest event. :func:`step` folds one behavior event into
+it and returns the new state and a snapshot (the row the ``user_behavior`` feature view stores).
+:func:`history_snapshots` runs the same :func:`step` over a behaviors frame, which is how training
+sets are built from files.
 
 Policy (documented contract):
 
@@ -23,10 +24,19 @@ Policy (documented contract):
   The online store holds the state after every event so far, which is the state strictly before
   any later request.
 
-Vectors are not part of the state: ``hist_emb_flat`` is built from the item vectors by id
-(:class:`ItemVectors`). Its layout is ``len(hist_item_ids) x d`` floats, row-major, newest first,
-NOT padded to ``N``; a history item without a vector contributes a zero vector (which
-:func:`feature_repo.simtier.simtier` ignores).
+Vectors are not part of the state, nor of the stored row (the lean user row: ids and times, 515
+bytes of stored values at N = 50, where the vectors made it 12.9 KB). :func:`gather` looks the
+history vectors up in the item vectors by id, and it is the ONE gather both paths run: serving over
+the item rows it read for the request (the item-row cache, then the online store in the candidates'
+batched read), the training set over the offline item table. A history item without a vector (not
+indexed yet, or evicted) gets the zero row, which :func:`feature_repo.simtier.simtier` skips and
+MAKE's lookup also maps to "no vector": both paths treat it alike.
+
+Which vector: an item's latest. Item rows are stamped with the item's ``created_at`` (a re-index
+writes the same stamp with a later write time), so Feast's point-in-time join gives the target the
+latest vector written, at every lookup time after creation; the history items get the same version,
+so target and history always come from one encoder. Online, both come from the item rows as the
+request reads them (the cache may serve a vector up to its TTL old).
 """
 
 from __future__ import annotations
@@ -42,8 +52,13 @@ from infra.errors import FeatureError
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_COLUMNS = ["user_id", "hist_item_ids", "last_event_ts", "event_timestamp"]
+SNAPSHOT_COLUMNS = ["user_id", "hist_item_ids", "hist_ts", "last_event_ts", "event_timestamp"]
 TIME_RESOLUTION = pd.Timedelta(microseconds=1)  # Feast stores and joins timestamps to the microsecond
+
+
+def to_us(ts: pd.Timestamp) -> int:
+    """A UTC timestamp as integer epoch microseconds (floored), the unit of ``hist_ts``."""
+    return int(ts.value) // 1000
 
 
 def lookup_time(ts: pd.Series) -> pd.Series:
@@ -73,16 +88,18 @@ class BehaviorEvent:
 
 @dataclass(frozen=True)
 class HistoryState:
-    """Per-user history: item ids newest first (at most ``n``) and the latest event time.
+    """Per-user history: item ids newest first (at most ``n``), their behavior times, the latest event time.
 
     Attributes:
         n: the cap ``N`` on the history length.
         item_ids: item ids, newest first, no duplicates.
+        item_ts: per item, the time of the user's latest behavior on it (epoch microseconds, UTC).
         last_event_ts: the maximum event time seen, or None for a user with no events yet.
     """
 
     n: int
     item_ids: tuple[int, ...] = field(default=())
+    item_ts: tuple[int, ...] = field(default=())
     last_event_ts: pd.Timestamp | None = None
 
     @classmethod
@@ -95,10 +112,11 @@ class HistoryState:
 
 @dataclass(frozen=True)
 class HistorySnapshot:
-    """The user_behavior row after one event (``hist_item_ids`` newest first)."""
+    """The user_behavior row after one event (``hist_item_ids`` newest first, ``hist_ts`` their times in µs)."""
 
     user_id: int
     hist_item_ids: tuple[int, ...]
+    hist_ts: tuple[int, ...]
     last_event_ts: pd.Timestamp
     event_timestamp: pd.Timestamp
 
@@ -115,12 +133,16 @@ def step(state: HistoryState, event: BehaviorEvent) -> tuple[HistoryState, Histo
         ``last_event_ts``.
     """
     item = int(event.item_id)
-    rest = tuple(i for i in state.item_ids if i != item)
-    ids = ((item,) + rest)[: state.n]
+    ids, times = state.item_ids, state.item_ts
+    if item in ids:  # a repeated item moves to the front
+        k = ids.index(item)
+        ids, times = ids[:k] + ids[k + 1:], times[:k] + times[k + 1:]
+    ids = ((item,) + ids)[: state.n]
+    times = ((to_us(event.ts),) + times)[: state.n]
     ts = event.ts if state.last_event_ts is None else max(state.last_event_ts, event.ts)
-    new = HistoryState(n=state.n, item_ids=ids, last_event_ts=ts)
+    new = HistoryState(n=state.n, item_ids=ids, item_ts=times, last_event_ts=ts)
     return new, HistorySnapshot(
-        user_id=int(event.user_id), hist_item_ids=ids, last_event_ts=ts, event_timestamp=ts
+        user_id=int(event.user_id), hist_item_ids=ids, hist_ts=times, last_event_ts=ts, event_timestamp=ts
     )
 
 
@@ -133,7 +155,8 @@ def history_snapshots(behaviors: pd.DataFrame, n: int) -> pd.DataFrame:
 
     Returns:
         Columns ``user_id`` int64, ``hist_item_ids`` (lists of int, newest first, ``<= n``),
-        ``last_event_ts`` and ``event_timestamp`` (UTC), in the order the events were applied
+        ``hist_ts`` (their behavior times, lists of epoch µs), ``last_event_ts`` and
+        ``event_timestamp`` (UTC), in the order the events were applied
         (sorted by ``ts``, stable).
     """
     missing = {"user_id", "item_id", "action", "ts"} - set(behaviors.columns)
@@ -154,6 +177,7 @@ def history_snapshots(behaviors: pd.DataFrame, n: int) -> pd.DataFrame:
     out = pd.DataFrame({
         "user_id": np.fromiter((r.user_id for r in rows), dtype=np.int64, count=len(rows)),
         "hist_item_ids": [list(r.hist_item_ids) for r in rows],
+        "hist_ts": [list(r.hist_ts) for r in rows],
         "last_event_ts": pd.to_datetime([r.last_event_ts for r in rows], utc=True),
         "event_timestamp": pd.to_datetime([r.event_timestamp for r in rows], utc=True),
     })
@@ -167,9 +191,11 @@ class ItemVectors:
     Args:
         item_ids: ``(M,)`` item ids (unique).
         vectors: ``(M, d)`` float32 vectors, row i belongs to ``item_ids[i]``.
+        dense_ids: the largest id for which an O(1) dense id -> row table is built (when every id
+            is in ``[0, max(4 M, dense_ids)]``); a request's few dozen items pass 0 (binary search).
     """
 
-    def __init__(self, item_ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
+    def __init__(self, item_ids: Sequence[int] | np.ndarray, vectors: np.ndarray, *, dense_ids: int = 1 << 20) -> None:
         ids = np.asarray(item_ids, dtype=np.int64)
         mat = np.asarray(vectors, dtype=np.float32)
         if mat.ndim != 2 or mat.shape[0] != ids.shape[0]:
@@ -183,7 +209,7 @@ class ItemVectors:
         self.dim = int(mat.shape[1])
         # Dense id -> row lookup when ids are small non-negative ints (the usual case): O(1) per id.
         self._dense: np.ndarray | None = None
-        if len(ids) and ids.min() >= 0 and ids.max() <= max(4 * len(ids), 1 << 20):
+        if len(ids) and ids.min() >= 0 and ids.max() <= max(4 * len(ids), dense_ids):
             self._dense = np.zeros(int(ids.max()) + 1, dtype=np.int64)
             self._dense[self.ids] = np.arange(1, len(ids) + 1)
 
@@ -205,43 +231,66 @@ class ItemVectors:
     def gather(
         self, histories: Iterable[Sequence[int] | np.ndarray | None], n: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """History vectors for many users, zero-padded to ``n``.
-
-        Args:
-            histories: per row, the history item ids (newest first); None means empty.
-            n: the padded length ``N`` (longer histories are cut to ``n``).
-
-        Returns:
-            ``(vectors (B, n, d) float32, lengths (B,) int64)``.
-        """
-        hist = [np.asarray(h if h is not None else (), dtype=np.int64) for h in histories]
-        lengths = np.fromiter((len(h) for h in hist), dtype=np.int64, count=len(hist))
-        flat = np.concatenate(hist) if lengths.sum() else np.zeros(0, np.int64)
-        idx, lengths = self.index_matrix(lengths, flat, n)
-        return self.matrix[idx], lengths
-
-    def index_matrix(self, lengths: np.ndarray, flat_ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row numbers of ragged histories (Arrow list layout), padded/cut to ``n``; no Python loop.
-
-        Args:
-            lengths: ``(B,)`` history lengths.
-            flat_ids: the concatenated item ids, ``lengths.sum()`` of them.
-            n: the padded length ``N``.
-
-        Returns:
-            ``(idx (B, n) int64 rows into :attr:`matrix` (0 = zero vector), lengths cut to n)``.
-        """
-        lengths = np.asarray(lengths, dtype=np.int64)
-        flat = np.asarray(flat_ids, dtype=np.int64)
-        if len(lengths) and lengths.max() > n:  # drop each history's items past n
-            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            flat = flat[np.arange(len(flat)) - np.repeat(starts, lengths) < n]
-        cut = np.minimum(lengths, n)
-        idx = np.zeros((len(lengths), n), dtype=np.int64)
-        # a boolean mask assigns in row-major order, which is the ragged layout's order
-        idx[np.arange(n)[None, :] < cut[:, None]] = self.rows(flat)
-        return idx, cut
+        """:func:`gather` of per-row histories (None: empty): ``(vectors (B, n, d), lengths (B,))``."""
+        flat, lengths = ragged(histories)
+        return gather(flat, lengths, self, n)
 
     def flat(self, hist_item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """``hist_emb_flat`` for one history: ``(len * d,)`` float32, zeros for unknown items."""
+        """One history's vectors flattened: ``(len * d,)`` float32, zeros for unknown items."""
         return self.matrix[self.rows(np.asarray(hist_item_ids, dtype=np.int64))].ravel()
+
+
+def ragged(histories: Iterable[Sequence[int] | np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row histories (None: empty) as ``(flat_ids, lengths)``, the layout :func:`gather` takes."""
+    hist = [np.asarray(h if h is not None else (), dtype=np.int64) for h in histories]
+    lengths = np.fromiter((len(h) for h in hist), dtype=np.int64, count=len(hist))
+    flat = np.concatenate(hist) if lengths.sum() else np.zeros(0, np.int64)
+    return flat, lengths
+
+
+def gather_rows(
+    flat_ids: np.ndarray, lengths: np.ndarray, items: ItemVectors, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which row of ``items.matrix`` each history position takes: the core of :func:`gather`.
+
+    Args:
+        flat_ids: the concatenated history item ids (Arrow list layout), ``lengths.sum()`` of them.
+        lengths: ``(B,)`` history lengths.
+        items: the item vectors to look the ids up in.
+        n: the padded length ``N`` (each history's items past ``n`` are dropped).
+
+    Returns:
+        ``(idx (B, n) int64, lengths cut to n)``; row 0 (the zero vector) marks padding and items
+        without a vector.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    flat = np.asarray(flat_ids, dtype=np.int64)
+    if len(lengths) and lengths.max() > n:  # drop each history's items past n
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        flat = flat[np.arange(len(flat)) - np.repeat(starts, lengths) < n]
+    cut = np.minimum(lengths, n)
+    idx = np.zeros((len(lengths), n), dtype=np.int64)
+    # a boolean mask assigns in row-major order, which is the ragged layout's order
+    idx[np.arange(n)[None, :] < cut[:, None]] = items.rows(flat)
+    return idx, cut
+
+
+def gather(flat_ids: np.ndarray, lengths: np.ndarray, items: ItemVectors, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """History vectors by id: THE gather of serving and of the training set.
+
+    Serving passes the one user's history and the item rows read for the request; the training
+    set passes a block of retrieved histories and the offline item table (through
+    :func:`gather_rows` and :func:`~feature_repo.simtier.simtier_from_table`, which equals
+    ``simtier(target, gather(...))`` without materialising the tensor).
+
+    Args:
+        flat_ids: the concatenated history item ids, newest first per row.
+        lengths: ``(B,)`` history lengths.
+        items: the item vectors (an item absent from them has no vector: a zero row).
+        n: the padded length ``N``.
+
+    Returns:
+        ``(vectors (B, n, d) float32, lengths (B,) cut to n)``.
+    """
+    idx, cut = gather_rows(flat_ids, lengths, items, n)
+    return items.matrix[idx], cut

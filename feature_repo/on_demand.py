@@ -1,7 +1,15 @@
 """The ``simtier`` on-demand feature view (python mode): it calls the shared :func:`simtier`.
 
-Inputs are the candidate's ``item_embeddings:emb`` and the user's ``user_behavior:hist_emb_flat``;
-outputs are the :func:`~feature_repo.simtier.SIMTIER_COLUMNS` as Float64 (python mode needs Float64).
+Inputs are the candidate's ``item_embeddings:emb`` and the user's history vectors, ``hist_emb_flat``
+(``L x d`` float32, newest first), a field of the request source ``history_vectors``; outputs are the
+:func:`~feature_repo.simtier.SIMTIER_COLUMNS` as Float64 (python mode needs Float64).
+
+Why a request field: the lean ``user_behavior`` row holds item ids, not vectors, and a Feast ODFV
+can read only the rows of its request's own entities (the target item, the user), not the rows of
+the items a feature *names* - Feast has no lookup by a list of ids. So the caller gathers the
+history vectors with the one :func:`feature_repo.history.gather` (serving's reference path over the
+item rows it read, the offline parity check over the item table) and hands them in as request data;
+Feast still joins the target's vector and evaluates the view, and the value is the fast paths'.
 """
 
 from __future__ import annotations
@@ -11,10 +19,10 @@ from types import FunctionType
 from typing import Any
 
 import numpy as np
-from feast import FeatureView, Field, OnDemandFeatureView
-from feast.types import Float64
+from feast import FeatureView, Field, OnDemandFeatureView, RequestSource
+from feast.types import Array, Float32, Float64
 
-from feature_repo.schema import SIMTIER_VIEW
+from feature_repo.schema import HIST_VECTORS_FIELD, HIST_VECTORS_REQUEST, SIMTIER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from infra.config import MmadsConfig
 
@@ -29,7 +37,7 @@ def target_matrix(emb_rows: Sequence[Any], dim: int) -> np.ndarray:
 
 
 def history_matrix(flat: Any, dim: int) -> np.ndarray:
-    """One ``hist_emb_flat`` row as (L, dim) float32.
+    """One ``hist_emb_flat`` value as (L, dim) float32.
 
     None, or a length that is not a multiple of ``dim`` (e.g. the one-element dummy input ``feast
     apply`` passes), is an empty history.
@@ -74,7 +82,7 @@ def apply_simtier_udf(inputs: dict[str, Any], dim: int, n_tiers: int) -> dict[st
     Feast passes the inputs under short and/or ``view__feature`` names; both are accepted.
     """
     emb = inputs.get("emb", inputs.get("item_embeddings__emb"))
-    flat = inputs.get("hist_emb_flat", inputs.get("user_behavior__hist_emb_flat"))
+    flat = inputs.get(HIST_VECTORS_FIELD, inputs.get(f"{HIST_VECTORS_REQUEST}__{HIST_VECTORS_FIELD}"))
     emb_rows = list(emb) if emb is not None else []
     flat_rows = list(flat) if flat is not None else [None] * len(emb_rows)
     return simtier_from_lists(emb_rows, flat_rows, dim, n_tiers)
@@ -106,12 +114,17 @@ def make_simtier_udf(dim: int, n_tiers: int) -> tuple[FunctionType, str]:
     return namespace["simtier_udf"], source
 
 
-def simtier_view(cfg: MmadsConfig, items: FeatureView, users: FeatureView) -> OnDemandFeatureView:
-    """The ``simtier`` ODFV over ``items[emb]`` and ``users[hist_emb_flat]``."""
+def history_request() -> RequestSource:
+    """The request source of the history vectors (``hist_emb_flat``, gathered by the caller)."""
+    return RequestSource(name=HIST_VECTORS_REQUEST, schema=[Field(name=HIST_VECTORS_FIELD, dtype=Array(Float32))])
+
+
+def simtier_view(cfg: MmadsConfig, items: FeatureView) -> OnDemandFeatureView:
+    """The ``simtier`` ODFV over ``items[emb]`` and the request's gathered history vectors."""
     udf, source = make_simtier_udf(cfg.model.dim, cfg.model.n_tiers)
     return OnDemandFeatureView(
         name=SIMTIER_VIEW,
-        sources=[items[["emb"]], users[["hist_emb_flat"]]],
+        sources=[items[["emb"]], history_request()],
         schema=[Field(name=c, dtype=Float64) for c in SIMTIER_COLUMNS(cfg.model.n_tiers)],
         mode="python",
         udf=udf,

@@ -1,14 +1,19 @@
 """Online features for one user x B candidates: the fast path and the ODFV path (identical values).
 
-The fast path reads the user row once and the candidate rows in one batched call, then calls the
-shared :func:`~feature_repo.simtier.simtier` with the user's history shared by all candidates. The
-ODFV path asks Feast for the ``ctr_serving`` feature service, which evaluates the ``simtier``
-on-demand view per request (slower; used to check parity and as the reference).
+The fast path reads the (lean) user row once - history item ids and times, no vectors - and the
+candidate rows together with the history items' rows in one batched call, gathers the history
+vectors with the shared :func:`~feature_repo.history.gather` (the training set's gather) and calls
+the shared :func:`~feature_repo.simtier.simtier` with the user's history shared by all candidates.
+The ODFV path asks Feast for the ``ctr_serving`` feature service, which evaluates the ``simtier``
+on-demand view per request over the same gathered history vectors, passed as request data (slower;
+used to check parity and as the reference).
 
-An optional :class:`ItemRowCache` keeps decoded candidate rows for a short time to live: item rows
-change only when an item is (re)indexed, and decoding 200 rows of protobuf is most of a read. Only
-rows that exist are cached, so an item indexed a moment ago is read from the store on its first
-request; a re-indexed item is served its old vector for at most the TTL.
+An optional :class:`ItemRowCache` keeps decoded item rows (candidates and history items alike) for a
+short time to live: item rows change only when an item is (re)indexed, and decoding 250 rows of
+protobuf is most of a read. Only rows that exist are cached, so an item indexed a moment ago is read
+from the store on its first request (a history item without a vector is read again with every
+request's batch, and skipped as "no vector" until it has one); a re-indexed item is served its old
+vector for at most the TTL, as a candidate and as a history item.
 
 When the run has side features, the fast path also reads ``item_side`` for the candidates (cached
 like their rows) and ``user_side`` for the user: :attr:`OnlineFeatures.side`.
@@ -31,8 +36,16 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.feast_internals import online_read
-from feature_repo.on_demand import history_matrix, target_matrix
-from feature_repo.schema import ITEM_SIDE_VIEW, ITEM_VIEW, SERVING_SERVICE, USER_SIDE_VIEW, USER_VIEW
+from feature_repo.history import ItemVectors, gather
+from feature_repo.on_demand import target_matrix
+from feature_repo.schema import (
+    HIST_VECTORS_FIELD,
+    ITEM_SIDE_VIEW,
+    ITEM_VIEW,
+    SERVING_SERVICE,
+    USER_SIDE_VIEW,
+    USER_VIEW,
+)
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
 from feature_repo.sqlite_rows import SqliteRowReader
 from infra.config import MmadsConfig
@@ -40,7 +53,7 @@ from infra.config import MmadsConfig
 logger = logging.getLogger(__name__)
 
 ITEM_FEATURES = ["emb", "category", "created_at"]
-USER_FEATURES = ["hist_item_ids", "hist_emb_flat"]
+USER_FEATURES = ["hist_item_ids", "hist_ts"]
 
 
 def _python_value(value: ValueProto | None) -> Any:
@@ -58,15 +71,15 @@ def _python_value(value: ValueProto | None) -> Any:
 
 @dataclass(frozen=True)
 class UserRow:
-    """A user's ``user_behavior`` row as stored online.
+    """A user's ``user_behavior`` row as stored online (the lean row: no vectors).
 
     Attributes:
         item_ids: ``(L,)`` int64 history item ids, newest first (empty for an unknown user).
-        history: ``(L', d)`` float32 decoded history vectors (:func:`history_matrix` of ``flat``).
+        item_ts: ``(L,)`` int64 their behavior times, epoch microseconds (empty when not stored).
     """
 
     item_ids: np.ndarray
-    history: np.ndarray
+    item_ts: np.ndarray
 
 
 class ItemRowCache:
@@ -142,7 +155,8 @@ class OnlineFeatures:
         item_created_at: per candidate, its creation time or None.
         simtier: ``(B, T + 3)`` float64, columns ``simtier_columns``.
         simtier_columns: :func:`SIMTIER_COLUMNS` of T.
-        hist_emb: ``(L', d)`` float32 the user's history vectors as stored (None: not read).
+        hist_emb: ``(L, d)`` float32 the user's history vectors as gathered from the item rows
+            (zeros: no vector; None: not read).
         side: per configured side feature, its B raw stored values (item features per candidate,
             user features repeated); empty when the run has no side features.
     """
@@ -182,6 +196,7 @@ class OnlineFeatureReader:
     def __init__(self, store: FeatureStore, cfg: MmadsConfig, item_cache: ItemRowCache | None = None) -> None:
         self.store = store
         self.dim = cfg.model.dim
+        self.n = cfg.model.history_len
         self.n_tiers = cfg.model.n_tiers
         self.columns = SIMTIER_COLUMNS(self.n_tiers)
         self.item_cache = item_cache
@@ -215,8 +230,31 @@ class OnlineFeatureReader:
     def read_user(self, user_id: int) -> UserRow:
         """One read of the user's ``user_behavior`` row (an unknown user has an empty history)."""
         row = self._online_read(USER_VIEW, "user_id", [int(user_id)], USER_FEATURES)
-        ids, flat = row["hist_item_ids"][0], row["hist_emb_flat"][0]
-        return UserRow(np.asarray(ids if ids is not None else (), dtype=np.int64), history_matrix(flat, self.dim))
+        ids, ts = row["hist_item_ids"][0], row["hist_ts"][0]
+        return UserRow(np.asarray(ids if ids is not None else (), dtype=np.int64),
+                       np.asarray(ts if ts is not None else (), dtype=np.int64))
+
+    def history_vectors(self, row: UserRow, emb_of: dict[int, Any] | None = None) -> np.ndarray:
+        """The user's history vectors, ``(L, d)`` float32 with L cut to N: :func:`gather` over item rows.
+
+        Args:
+            row: the user's row.
+            emb_of: item id -> its ``emb`` value (None: no row) for at least the history items, when
+                the caller read them already; else one (cached) read of the history items' rows.
+
+        Returns:
+            Row ``j`` is the vector of ``row.item_ids[j]``; zeros where the item has no vector.
+        """
+        hist = row.item_ids[: self.n]
+        if len(hist) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if emb_of is None:
+            emb_of = dict(zip(hist.tolist(), self.read_items(hist.tolist())["emb"], strict=True))
+        known = {i: e for i, e in ((int(i), emb_of.get(int(i))) for i in hist) if e is not None and len(e) == self.dim}
+        items = (ItemVectors(list(known), np.stack(list(known.values())), dense_ids=0) if known
+                 else ItemVectors(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)))
+        vectors, _ = gather(hist, np.array([len(hist)]), items, self.n)
+        return vectors[0, : len(hist)]
 
     def read_items(self, item_ids: Sequence[int]) -> dict[str, list[Any]]:
         """The candidates' ``item_embeddings`` rows (request order; None = missing): cache, then one read."""
@@ -255,10 +293,15 @@ class OnlineFeatureReader:
         """
         ids = np.asarray(item_ids, dtype=np.int64)
         row = user if user is not None else self.read_user(user_id)
-        items = self.read_items(ids.tolist())
+        # one batched read: the candidates and the history items (each id once; the cache first)
+        wanted = list(dict.fromkeys([*ids.tolist(), *row.item_ids[: self.n].tolist()]))
+        rows = self.read_items(wanted)
+        pos = {i: k for k, i in enumerate(wanted)}
+        items = {name: [values[pos[i]] for i in ids.tolist()] for name, values in rows.items()}
+        history = self.history_vectors(row, dict(zip(wanted, rows["emb"], strict=True)))
         target = target_matrix(items["emb"], self.dim)
-        out = self._assemble(user_id, ids, row.item_ids, items, simtier(target, row.history, None, self.n_tiers),
-                             hist_emb=row.history, target=target)
+        out = self._assemble(user_id, ids, row.item_ids, items, simtier(target, history, None, self.n_tiers),
+                             hist_emb=history, target=target)
         return replace(out, side=self.read_side(user_id, ids.tolist())) if self.item_side or self.user_side else out
 
     def read_side(self, user_id: int, item_ids: Sequence[int]) -> dict[str, list[Any]]:
@@ -282,13 +325,19 @@ class OnlineFeatureReader:
     def read_via_odfv(self, user_id: int, item_ids: Sequence[int]) -> OnlineFeatures:
         """Reference path: Feast's ``get_online_features`` through the ``ctr_serving`` service.
 
+        The history vectors go in as request data: gathered, like the fast path's, from the rows of
+        the history items (through the reader's item cache, if it has one).
+
         Returns:
             The same :class:`OnlineFeatures` as :meth:`read` (values computed by the ODFV).
         """
         ids = np.asarray(item_ids, dtype=np.int64)
+        # an empty history goes as None: Feast cannot type a request field whose values are all empty
+        flat = self.history_vectors(self.read_user(user_id)).ravel().tolist() or None
         res = self.store.get_online_features(
             features=self.store.get_feature_service(SERVING_SERVICE),
-            entity_rows={"user_id": [int(user_id)] * len(ids), "item_id": ids.tolist()},
+            entity_rows={"user_id": [int(user_id)] * len(ids), "item_id": ids.tolist(),
+                         HIST_VECTORS_FIELD: [flat] * len(ids)},
             full_feature_names=False,  # True silently drops ODFV outputs online (Feast 0.67)
         ).to_dict()
         sim = np.zeros((len(ids), len(self.columns)), dtype=np.float64)

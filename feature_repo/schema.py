@@ -2,9 +2,10 @@
 
 ``item_embeddings`` rows: ``item_id``, ``emb`` (d float32), ``category``, ``created_at``,
 ``event_timestamp`` (= the item's ``created_at`` when built from files, the write time when streamed).
-``user_behavior`` rows: ``user_id``, ``hist_item_ids`` (newest first, <= N), ``hist_emb_flat``
-(``len(hist_item_ids) x d`` float32, see :mod:`feature_repo.history`), ``last_event_ts``,
-``event_timestamp``.
+``user_behavior`` rows (the lean user row): ``user_id``, ``hist_item_ids`` (newest first, <= N),
+``hist_ts`` (per history item, the time of the user's latest behavior on it, epoch microseconds),
+``last_event_ts``, ``event_timestamp``. No vectors: the history vectors are gathered from the item
+rows by id (:func:`feature_repo.history.gather`).
 Side-feature views (only when the run has side features, see :mod:`infra.side_features`):
 ``item_side`` rows ``item_id``, one column per item side feature, ``event_timestamp`` (= the item's
 ``created_at``); ``user_side`` rows ``user_id``, one column per user side feature,
@@ -38,7 +39,10 @@ TS_FIELD = "event_timestamp"
 ITEM_COLUMNS = ["item_id", "emb", "category", "created_at", TS_FIELD]
 # the item-vector table training, the CTR report and the serving checks take: one row per item
 ITEM_VECTOR_COLUMNS = ITEM_COLUMNS[:-1]
-USER_COLUMNS = ["user_id", "hist_item_ids", "hist_emb_flat", "last_event_ts", TS_FIELD]
+USER_COLUMNS = ["user_id", "hist_item_ids", "hist_ts", "last_event_ts", TS_FIELD]
+# the ODFV's request-time input: the history vectors gathered for the request, flattened (L x d)
+HIST_VECTORS_FIELD = "hist_emb_flat"
+HIST_VECTORS_REQUEST = "history_vectors"
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -52,7 +56,7 @@ ITEM_SCHEMA = pa.schema([
 USER_SCHEMA = pa.schema([
     ("user_id", pa.int64()),
     ("hist_item_ids", pa.list_(pa.int64())),
-    ("hist_emb_flat", pa.list_(pa.float32())),
+    ("hist_ts", pa.list_(pa.int64())),
     ("last_event_ts", _TS),
     (TS_FIELD, _TS),
 ])

@@ -8,18 +8,27 @@ table, but selects only the requested features and no timestamp, and builds the 
 byte template that it first checks against Feast's ``serialize_entity_key`` (any mismatch, e.g. a
 future key format, falls back to Feast's function). It returns the stored ``ValueProto`` objects, so
 callers decode them exactly as they decode Feast's answer; the parity tests compare both paths.
+
+:class:`SqliteRowWriter` is the write side: Feast's ``online_write_batch`` runs one upsert statement
+per (entity, feature) and serializes every entity key from a protobuf (the behavior job's main
+cost once the user row lost its vectors); the writer runs the SAME upsert statement, row for row the
+values Feast would store, through one ``executemany``. It applies only where Feast's write has no
+extra columns (no ``value_num``, no vector search); elsewhere callers keep Feast's write.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import compute_table_id
+from feast.infra.online_stores.helpers import compute_table_id, extract_text_and_num
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.utils import to_naive_utc
 
 from feature_repo.feast_internals import sqlite_connection
 
@@ -91,3 +100,39 @@ class SqliteRowReader:
             value.ParseFromString(blob)
             found.setdefault(key, {})[name] = value
         return [found.get(k) for k in keys]
+
+
+class SqliteRowWriter(SqliteRowReader):
+    """Batched upserts of provider rows into a store's SQLite online store (see the module docstring).
+
+    Args:
+        store: an open Feast store whose online store is SQLite without ``value_num`` or vectors
+            (see :meth:`supports`).
+    """
+
+    @staticmethod
+    def supports(store: FeatureStore) -> bool:
+        """Whether Feast's write to ``store`` is the plain upsert this writer runs."""
+        online = store.config.online_store
+        return (SqliteRowReader.supports(store) and not getattr(online, "vector_enabled", False)
+                and not getattr(online, "enable_openai_compatible_store", False))
+
+    def write(self, view: FeatureView, join_key: str,
+              rows: Sequence[tuple[int, dict[str, ValueProto], datetime, datetime | None]]) -> None:
+        """Upsert ``(entity id, {feature: value}, event time, created time)`` rows, as Feast would, in one call."""
+        table = compute_table_id(self._project, view, self._versioning)
+        quoted = '"' + table.replace('"', '""') + '"'
+        sql = (f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+               "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
+               "created_ts = excluded.created_ts;")
+        keys = self.keys(join_key, [r[0] for r in rows])
+        params: list[tuple[Any, ...]] = []
+        for key, (_, values, ts, created) in zip(keys, rows, strict=True):
+            event = to_naive_utc(ts)
+            made = None if created is None else to_naive_utc(created)
+            for name, value in values.items():
+                params.append((key, name, value.SerializeToString(), extract_text_and_num(value, False)[0],
+                               event, made))
+        with self._conn:
+            self._conn.executemany(sql, params)

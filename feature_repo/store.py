@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import uuid
+import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from feature_repo.schema import (
     part_schema,
     side_schema,
 )
+from feature_repo.sqlite_rows import SqliteRowWriter
 from infra.config import MmadsConfig
 from infra.errors import FeatureError, StackNotRunningError
 
@@ -395,5 +397,21 @@ def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame, schema: 
     features (most of its time for 3,200-float history rows). ``schema``: required for side views.
     """
     rows = online_rows(store, view, df, schema)
-    if rows:
-        online_write_batch(store, store.get_feature_view(view), rows)  # the public write is the slow part
+    if not rows:
+        return
+    fv = store.get_feature_view(view)
+    writer = _sqlite_writer(store)
+    if writer is not None:  # Feast's upsert statement, one executemany instead of a call per feature
+        writer.write(fv, VIEW_KEYS[view], [(k.entity_values[0].int64_val, *rest) for k, *rest in rows])
+    else:
+        online_write_batch(store, fv, rows)  # the public write is the slow part
+
+
+_WRITERS: weakref.WeakKeyDictionary[FeatureStore, SqliteRowWriter | None] = weakref.WeakKeyDictionary()
+
+
+def _sqlite_writer(store: FeatureStore) -> SqliteRowWriter | None:
+    """The store's :class:`~feature_repo.sqlite_rows.SqliteRowWriter` (None: not a plain SQLite store)."""
+    if store not in _WRITERS:
+        _WRITERS[store] = SqliteRowWriter(store) if SqliteRowWriter.supports(store) else None
+    return _WRITERS[store]

@@ -2,11 +2,11 @@
 
 Every feature value comes from ``feature_repo``: the candidate rows, the user row and SimTier from
 :class:`~feature_repo.online.OnlineFeatureReader` (one read of the user row, one batched read of
-the candidate rows that are not in the short-lived item-row cache, the shared
-:func:`~feature_repo.simtier.simtier`), and the history vectors MAKE attends over from the same
-user row. This module only hands those arrays to
-:func:`~training.models.inputs.inputs_from_arrays` (the function ``build_inputs`` uses for the
-training-set frame), so the service computes no feature of its own.
+the candidate and history-item rows that are not in the short-lived item-row cache, the shared
+:func:`~feature_repo.history.gather` of the history vectors and the shared
+:func:`~feature_repo.simtier.simtier`), and MAKE attends over those same gathered history vectors.
+This module only hands those arrays to :func:`~training.models.inputs.inputs_from_arrays` (the
+function ``build_inputs`` uses for the training-set frame), so the service computes no feature of its own.
 
 Any failure inside Feast (SQLite file missing or locked, Redis down, registry unreadable) becomes a
 :class:`~serving.errors.FeatureStoreUnavailableError` (HTTP 503) carrying the reason.
@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class UserHistory:
-    """A user's behavior history as stored online.
+    """A user's behavior history: the stored ids and the vectors gathered from the item rows.
 
     Attributes:
         item_ids: ``(L,)`` int64, newest first (empty for an unknown user).
@@ -117,18 +117,11 @@ class FeatureFetcher:
         return self._call("read user", lambda: reader.read_user(int(user_id)))
 
     def user_history(self, user_id: int, row: UserRow | None = None) -> UserHistory:
-        """The user's history ids and vectors (``row``, or one read of it)."""
+        """The user's history ids and vectors (``row``, or one read of it; the vectors gathered from item rows)."""
         row = row if row is not None else self.user_row(user_id)
-        return self._history(user_id, row.item_ids, row.history)
-
-    def _history(self, user_id: int, item_ids: np.ndarray, vectors: np.ndarray) -> UserHistory:
-        if len(item_ids) != len(vectors):
-            # The SimTier of this row sees no history vectors either (same decoding): MAKE gets none.
-            logger.warning("user %d: %d history ids but %d history vectors of d=%d; serving without them "
-                           "(is model.dim the dimension the streaming jobs write?)", user_id, len(item_ids),
-                           len(vectors), self.dim)
-            vectors = np.zeros((len(item_ids), self.dim), dtype=np.float32)
-        return UserHistory(item_ids, vectors)
+        reader = self.reader
+        vectors = self._call("read history items", lambda: reader.history_vectors(row))
+        return UserHistory(row.item_ids[: len(vectors)], vectors)
 
     def candidates(self, user_id: int, item_ids: Sequence[int], row: UserRow | None = None) -> OnlineFeatures:
         """The fast path: user row (unless given) + candidate rows + SimTier (``OnlineFeatureReader.read``)."""
@@ -140,8 +133,8 @@ class FeatureFetcher:
     def history_of(self, features: OnlineFeatures, user_id: int) -> UserHistory:
         """The history vectors that go with ``features`` (a read of the user row only on the ODFV path)."""
         if features.hist_emb is not None:
-            return self._history(user_id, np.asarray(features.hist_item_ids, np.int64),
-                                 np.asarray(features.hist_emb, np.float32))
+            vectors = np.asarray(features.hist_emb, np.float32)
+            return UserHistory(np.asarray(features.hist_item_ids, np.int64)[: len(vectors)], vectors)
         return self.user_history(user_id)
 
 

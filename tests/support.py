@@ -34,8 +34,8 @@ class OnlineReplay:
     the online row of a user is then the state a request at ``t`` reads.
     """
 
-    def __init__(self, store: Any, behaviors: pd.DataFrame, vectors: Any, n: int) -> None:
-        self.store, self.vectors, self.n = store, vectors, n
+    def __init__(self, store: Any, behaviors: pd.DataFrame, n: int) -> None:
+        self.store, self.n = store, n
         self.behaviors = behaviors.sort_values("ts", kind="stable").reset_index(drop=True)
         self.states: dict[int, Any] = {}
         self._next = 0
@@ -51,7 +51,7 @@ class OnlineReplay:
             self.states[e.user_id], snap = step(self.states.get(e.user_id, HistoryState.empty(self.n)),
                                                 BehaviorEvent(e.user_id, e.item_id, e.action, e.ts))
             pending.append({"user_id": snap.user_id, "hist_item_ids": list(snap.hist_item_ids),
-                            "hist_emb_flat": self.vectors.flat(snap.hist_item_ids),
+                            "hist_ts": list(snap.hist_ts),
                             "last_event_ts": snap.last_event_ts, "event_timestamp": snap.event_timestamp})
             self._next += 1
         if pending:

@@ -7,12 +7,16 @@ Two steps:
    behavior-history step the streaming job runs (:func:`feature_repo.history.history_snapshots`).
 2. :func:`build_training_set` takes the impressions as the entity frame, asks Feast (duckdb offline
    store) for the target item's vector and the user's history item ids as of each impression, gathers
-   the history vectors from the item table by id and calls the shared
-   :func:`~feature_repo.simtier.simtier` - measured ~12x faster than evaluating the ``simtier`` ODFV
-   over the flattened history, with identical values (:func:`check_parity` verifies that on a sample).
+   the history vectors from the item table by id with the ONE gather serving runs
+   (:func:`feature_repo.history.gather`) and calls the shared :func:`~feature_repo.simtier.simtier`
+   - measured ~12x faster than evaluating the ``simtier`` ODFV, with identical values
+   (:func:`check_parity` verifies that on a sample).
 
-Assumption: an item's vector does not change once written (the item indexer encodes each item
-once), so gathering the history vectors by id equals the vectors stored in ``hist_emb_flat``.
+Which item vector: the target's comes from Feast's point-in-time join; item rows are stamped with
+the item's ``created_at`` and a re-index rewrites that stamp with a later write time, so the join
+gives the latest vector written. The history items get the same version: the item table's latest
+row per item (:func:`item_table`), so target and history vectors always come from one encoder, the
+one serving reads. An item absent from the table has no vector and is skipped, as online.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 from tqdm import tqdm
 
-from feature_repo.history import ItemVectors, history_snapshots, lookup_time
+from feature_repo.history import ItemVectors, gather, gather_rows, history_snapshots, lookup_time
 from feature_repo.schema import (
+    HIST_VECTORS_FIELD,
     ITEM_VIEW,
     SIDE_VIEWS,
     TRAINING_SERVICE,
@@ -136,16 +141,17 @@ def _list_array(lengths: np.ndarray, values: np.ndarray, width: int = 1) -> pa.L
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-def _snapshot_table(snaps: pd.DataFrame, vectors: ItemVectors) -> pa.Table:
-    """user_behavior rows with ``hist_emb_flat`` gathered by id (len x d, zeros for unknown items)."""
+def _snapshot_table(snaps: pd.DataFrame) -> pa.Table:
+    """Lean user_behavior rows (history ids and their times) of :func:`history_snapshots` rows."""
     hists = snaps["hist_item_ids"].tolist()
     lengths = np.fromiter((len(h) for h in hists), dtype=np.int64, count=len(hists))
     flat_ids = np.concatenate([np.asarray(h, np.int64) for h in hists]) if len(hists) else np.zeros(0, np.int64)
-    flat_emb = vectors.matrix[vectors.rows(flat_ids)].ravel()
+    times = snaps["hist_ts"].tolist()
+    flat_ts = np.concatenate([np.asarray(t, np.int64) for t in times]) if len(times) else np.zeros(0, np.int64)
     return pa.table({
         "user_id": pa.array(snaps["user_id"].to_numpy(np.int64)),
         "hist_item_ids": _list_array(lengths, flat_ids),
-        "hist_emb_flat": _list_array(lengths, flat_emb, vectors.dim),
+        "hist_ts": _list_array(lengths, flat_ts),
         "last_event_ts": pa.array(snaps["last_event_ts"].dt.floor("us"), type=_TS),
         "event_timestamp": pa.array(snaps["event_timestamp"].dt.floor("us"), type=_TS),
     })
@@ -189,7 +195,7 @@ def materialize_from_dataset(
     Raises:
         FeatureError: the vectors' dimension is not ``cfg.model.dim``.
     """
-    vectors = _item_vectors(item_vectors, cfg.model.dim)
+    _item_vectors(item_vectors, cfg.model.dim)  # raises on a dimension other than model.dim
     item_rows = _item_rows(items, item_vectors)
     append_offline(cfg, ITEM_VIEW, item_rows)
     snaps = history_snapshots(behaviors, cfg.model.history_len)
@@ -197,13 +203,13 @@ def materialize_from_dataset(
     snaps = snaps.drop_duplicates(["user_id", "event_timestamp"], keep="last").reset_index(drop=True)
     starts = range(0, len(snaps), chunk_rows)
     for lo in tqdm(starts, desc="history snapshots", unit="part", disable=not progress):
-        append_offline(cfg, USER_VIEW, _snapshot_table(snaps.iloc[lo:lo + chunk_rows], vectors))
+        append_offline(cfg, USER_VIEW, _snapshot_table(snaps.iloc[lo:lo + chunk_rows]))
     logger.info("materialized %d item rows and %d history snapshots", len(item_rows), len(snaps))
     if online:
         write_online_items(store, item_rows)
         latest = snaps.drop_duplicates("user_id", keep="last")
         for lo in range(0, len(latest), 1000):
-            write_online_users(store, _snapshot_table(latest.iloc[lo:lo + 1000], vectors).to_pandas())
+            write_online_users(store, _snapshot_table(latest.iloc[lo:lo + 1000]).to_pandas())
 
 
 def materialize_side_features(
@@ -313,8 +319,10 @@ class FastFeatures:
 def fast_features(cfg: MmadsConfig, vectors: ItemVectors, table: pa.Table) -> FastFeatures:
     """Target vectors and SimTier for retrieved rows (columns ``emb``, ``hist_item_ids``), vectorised.
 
-    The history vectors are gathered from ``vectors`` by id and passed to the shared SimTier code
-    (:func:`~feature_repo.simtier.simtier_from_table` = ``simtier(target, table[idx], lengths)``).
+    The history vectors are gathered from ``vectors`` by id with the shared gather
+    (:func:`~feature_repo.history.gather_rows`, the core of :func:`~feature_repo.history.gather`) and
+    passed to the shared SimTier code (:func:`~feature_repo.simtier.simtier_from_table` =
+    ``simtier(target, gather(...))``).
     """
     dim = cfg.model.dim
     emb_lengths, emb_values = _ragged(table.column("emb"))
@@ -326,7 +334,7 @@ def fast_features(cfg: MmadsConfig, vectors: ItemVectors, table: pa.Table) -> Fa
         target[has_emb] = values.reshape(-1, dim)
     lengths, flat = _ragged(table.column("hist_item_ids"))
     hist_ids = flat.to_numpy(zero_copy_only=False).astype(np.int64)
-    idx, cut = vectors.index_matrix(lengths, hist_ids, cfg.model.history_len)
+    idx, cut = gather_rows(hist_ids, lengths, vectors, cfg.model.history_len)
     sims = simtier_from_table(target, vectors.matrix, idx, cut, cfg.model.n_tiers)
     return FastFeatures(target, has_emb, lengths, hist_ids, sims)
 
@@ -422,6 +430,11 @@ def check_parity(
 ) -> ParityResult:
     """Compare the fast path with Feast's ODFV offline path on a sample of impressions.
 
+    The ODFV's history vectors are request data (the lean user row holds ids only): they are
+    gathered from the item table with :func:`~feature_repo.history.gather` for the histories the
+    first retrieval returned and joined to the entity rows; Feast then joins the target's vector and
+    the history ids again and evaluates the view.
+
     Args:
         cfg: the configuration.
         store: the applied store.
@@ -439,8 +452,13 @@ def check_parity(
     rows = impressions.sample(n=min(sample, len(impressions)), random_state=seed)
     entity = _entity_frame(rows)
     fast = _retrieve(store, entity, FAST_REFS)
-    ours = fast_features(cfg, item_table(cfg), fast)
-    odfv = _retrieve(store, entity, store.get_feature_service(TRAINING_SERVICE))
+    vectors = item_table(cfg)
+    ours = fast_features(cfg, vectors, fast)
+    hist, cut = gather(ours.hist_ids, ours.hist_lengths, vectors, cfg.model.history_len)
+    flat = [h[:k].ravel() if k else None for h, k in zip(hist, cut, strict=True)]  # None: no history
+    with_vectors = entity.copy()
+    with_vectors[HIST_VECTORS_FIELD] = pd.Series(flat, index=entity.index, dtype=object)
+    odfv = _retrieve(store, with_vectors, store.get_feature_service(TRAINING_SERVICE))
     cols = SIMTIER_COLUMNS(cfg.model.n_tiers)
     theirs = np.column_stack([odfv.column(c).to_numpy(zero_copy_only=False) for c in cols]).astype(np.float64)
     gaps = np.abs(ours.simtier - theirs)

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from feast.infra.online_stores.helpers import compute_table_id
 
 from feature_repo.feast_internals import online_read
 from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, step
 from feature_repo.online import ItemRowCache, OnlineFeatureReader
 from feature_repo.schema import ITEM_VIEW, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
+from feature_repo.sqlite_rows import SqliteRowWriter
 from feature_repo.store import (
     apply_repo,
     open_store,
@@ -175,9 +177,8 @@ def _write_items_online(store, data) -> None:
 def _replay_and_compare(cfg: MmadsConfig, store, data, training_df: pd.DataFrame) -> float:
     """Stream behaviors through the step into the online store; at each impression, read online."""
     _write_items_online(store, data)
-    vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
     reader = OnlineFeatureReader(store, cfg)
-    replay = OnlineReplay(store, data["behaviors"], vec, N)
+    replay = OnlineReplay(store, data["behaviors"], N)
     worst = 0.0
     order = training_df.sort_values("ts").index[::3]  # a sample of (user, item, t)
     for idx in order:
@@ -228,7 +229,7 @@ def test_sqlite_row_reader_equals_feasts_online_read(repo):
         EntityKeyProto(join_keys=["item_id"], entity_values=[ValueProto(int64_val=i)]),
         entity_key_serialization_version=cfg.feast.entity_key_serialization_version) for i in odd_ids]
     for view_name, key, ids, names in ((ITEM_VIEW, "item_id", [3, 999, 1, 3, NO_VECTOR_ITEM], ["emb", "category"]),
-                                       (USER_VIEW, "user_id", [NEW_USER, 1, 2], ["hist_item_ids", "hist_emb_flat"])):
+                                       (USER_VIEW, "user_id", [NEW_USER, 1, 2], ["hist_item_ids", "hist_ts"])):
         view = store.get_feature_view(view_name)
         protos = [EntityKeyProto(join_keys=[key], entity_values=[ValueProto(int64_val=i)]) for i in ids]
         theirs = online_read(store, view, protos, names)
@@ -250,15 +251,15 @@ def test_fast_online_write_reads_back_like_feasts_own_write(repo):
     rng = np.random.default_rng(5)
     users = pd.DataFrame({
         "hist_item_ids": [[3, 1, 2], [], [7]],
-        "hist_emb_flat": [rng.normal(size=3 * DIM).astype(np.float32), np.zeros(0, np.float32),
-                          np.full(DIM, -0.5, np.float32)],
+        "hist_ts": [rng.integers(1_600_000_000_000_000, 1_700_000_000_000_000, 3).tolist(), [],
+                    [1_700_000_000_000_001]],
         "last_event_ts": [ts, ts, ts - pd.Timedelta(seconds=1)], "event_timestamp": [ts, ts, ts],
     })
     items = pd.DataFrame({
         "emb": [rng.normal(size=DIM).astype(np.float32), np.ones(DIM, np.float32)],
         "category": ["c7", None], "created_at": [ts, ts], "event_timestamp": [ts, ts],
     })
-    for view, key, frame, names in ((USER_VIEW, "user_id", users, ["hist_item_ids", "hist_emb_flat", "last_event_ts"]),
+    for view, key, frame, names in ((USER_VIEW, "user_id", users, ["hist_item_ids", "hist_ts", "last_event_ts"]),
                                     (ITEM_VIEW, "item_id", items, ["emb", "category", "created_at"])):
         feast_ids = list(range(900_000, 900_000 + len(frame)))
         fast_ids = list(range(910_000, 910_000 + len(frame)))
@@ -271,6 +272,16 @@ def test_fast_online_write_reads_back_like_feasts_own_write(repo):
         for name in names:
             assert a[name] == b[name], (view, name)
         assert a[names[0]][0] is not None  # the rows exist
+        # and the stored SQLite rows are Feast's, column for column (SqliteRowWriter runs Feast's upsert)
+        reader = SqliteRowWriter(store)
+        table = store.get_feature_view(view)
+        table_id = compute_table_id(store.config.project, table,
+                                    store.config.registry.enable_online_feature_view_versioning)
+        sql = f'SELECT feature_name, value, value_text, event_ts FROM "{table_id}" WHERE entity_key = ? ORDER BY 1'
+        for fi, mi in zip(feast_ids, fast_ids, strict=True):
+            theirs = reader._conn.execute(sql, reader.keys(key, [fi])).fetchall()
+            mine = reader._conn.execute(sql, reader.keys(key, [mi])).fetchall()
+            assert theirs == mine and len(mine) == len(table.features), (view, fi)
 
 
 def test_item_cache_serves_the_same_rows_and_expires(repo, data):
@@ -282,7 +293,7 @@ def test_item_cache_serves_the_same_rows_and_expires(repo, data):
     cached = OnlineFeatureReader(store, cfg, item_cache=cache)
     candidates = [*range(1, 9), NO_VECTOR_ITEM, 999]
     for _ in range(2):  # the first pass fills the cache, the second is served from it
-        a, b = plain.read(1, candidates), cached.read(1, candidates)
+        a, b = plain.read(NEW_USER, candidates), cached.read(NEW_USER, candidates)
         np.testing.assert_array_equal(a.simtier, b.simtier)
         np.testing.assert_array_equal(a.item_emb, b.item_emb)
         assert a.category == b.category and a.item_created_at == b.item_created_at
@@ -303,6 +314,35 @@ def test_item_cache_serves_the_same_rows_and_expires(repo, data):
         np.testing.assert_array_equal(cached.read_items([15])["emb"][0], np.ones(DIM, np.float32))
     finally:
         write_online_items(store, original.assign(event_timestamp=pd.Timestamp.now(tz="UTC")))
+
+
+def test_history_items_come_through_the_item_cache_in_the_candidates_read(repo, data):
+    cfg, store = repo
+    _write_items_online(store, data)
+    plain = OnlineFeatureReader(store, cfg)
+    cache = ItemRowCache(ttl_s=30.0, max_items=1000, clock=lambda: 0.0)
+    cached = OnlineFeatureReader(store, cfg, item_cache=cache)
+    OnlineReplay(store, data["behaviors"], N).advance(data["behaviors"]["ts"].max() + pd.Timedelta(seconds=1))
+    user = next(u for u in (1, 2, 3) if len(plain.read_user(u).item_ids) > 1)
+    hist = plain.read_user(user).item_ids.tolist()
+    candidates = [hist[0], NO_VECTOR_ITEM, *[i for i in range(1, 6) if i not in hist]]
+    reads: list[list[int]] = []
+    original = cached._online_read
+
+    def counting(view, join_key, ids, names):  # records the store reads, changes nothing
+        reads.append(list(ids)) if view == ITEM_VIEW else None
+        return original(view, join_key, ids, names)
+
+    cached._online_read = counting  # type: ignore[method-assign]
+    a, b = plain.read(user, candidates), cached.read(user, candidates)
+    assert len(reads) == 1 and set(reads[0]) == set(candidates) | set(hist)  # ONE batched read, each id once
+    np.testing.assert_array_equal(a.simtier, b.simtier)
+    np.testing.assert_array_equal(a.hist_emb, b.hist_emb)
+    vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
+    np.testing.assert_array_equal(b.hist_emb, vec.gather([hist], N)[0][0, : len(hist)])  # the offline gather
+    reads.clear()
+    cached.read(user, candidates)
+    assert reads == [[NO_VECTOR_ITEM]]  # everything else is cached; the item without a vector is read again
 
 
 @pytest.mark.cluster

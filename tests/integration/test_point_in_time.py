@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, lookup_time, step
+from feature_repo.history import BehaviorEvent, HistoryState, lookup_time, step
 from feature_repo.online import OnlineFeatureReader
 from feature_repo.schema import USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS
@@ -119,9 +119,8 @@ def test_online_state_before_t_equals_offline_at_t(built):
     items = data["vectors"].merge(data["items"], on="item_id")
     items["event_timestamp"] = items["created_at"]
     write_online_items(store, items)
-    vec = ItemVectors(data["vectors"]["item_id"], np.stack(data["vectors"]["emb"]))
     reader = OnlineFeatureReader(store, cfg)
-    replay = OnlineReplay(store, data["behaviors"], vec, N)
+    replay = OnlineReplay(store, data["behaviors"], N)
     checked = 0
     for row in df.sort_values("ts", kind="stable").iloc[::4].itertuples():
         replay.advance(row.ts)
@@ -144,7 +143,7 @@ def test_equal_time_snapshots_from_two_batches_resolve_to_the_later(tmp_path: Pa
 
     def part(hist: list[int]) -> pd.DataFrame:
         return pd.DataFrame({"user_id": users, "hist_item_ids": [hist] * len(users),
-                             "hist_emb_flat": [np.zeros(DIM * len(hist), np.float32)] * len(users),
+                             "hist_ts": [[0] * len(hist)] * len(users),
                              "last_event_ts": s, "event_timestamp": s})
 
     append_offline(cfg, USER_VIEW, part([7]))       # the first event of that second

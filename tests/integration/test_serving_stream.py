@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from benchmarks.serving_world import World, build_world
-from feature_repo.store import open_store, write_online_users
+from feature_repo.store import open_store, write_online_items, write_online_users
 from infra import stack
 from infra.config import MmadsConfig
 from serving.app import create_app
@@ -92,8 +92,12 @@ def test_item_announced_on_kafka_is_recommended_and_similar(cfg: MmadsConfig, wo
     # a user whose recent behavior is an item very like the one about to be announced
     seen_vec = encoder.encode_items(_items((SEEN, "red leather boots for the ankle")))[0]
     now = pd.Timestamp.now(tz="UTC")
-    write_online_users(open_store(cfg), pd.DataFrame({
-        "user_id": [USER], "hist_item_ids": [[SEEN]], "hist_emb_flat": [seen_vec], "last_event_ts": [now],
+    store = open_store(cfg)
+    # the seen item's row (as the indexer writes it): serving gathers the history vector from it
+    write_online_items(store, pd.DataFrame({"item_id": [SEEN], "emb": [seen_vec], "category": ["boots"],
+                                            "created_at": [now], "event_timestamp": [now]}))
+    write_online_users(store, pd.DataFrame({
+        "user_id": [USER], "hist_item_ids": [[SEEN]], "hist_ts": [[int(now.value) // 1000]], "last_event_ts": [now],
         "event_timestamp": [now]}))
     with TestClient(create_app(world.run_dir, cfg)) as client:
         before = client.post("/recommend", json={"user_id": USER, "k": K}).json()

@@ -113,7 +113,7 @@ def test_equal_time_snapshots_resolve_to_the_later_on_spark(built, spark_cfg, tm
 
     def part(hist: list[int]) -> pd.DataFrame:
         return pd.DataFrame({"user_id": users, "hist_item_ids": [hist] * len(users),
-                             "hist_emb_flat": [np.zeros(DIM * len(hist), np.float32)] * len(users),
+                             "hist_ts": [[0] * len(hist)] * len(users),
                              "last_event_ts": s, "event_timestamp": s})
 
     append_offline(spark_cfg, USER_VIEW, part([7]))

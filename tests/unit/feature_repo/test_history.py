@@ -2,7 +2,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, history_snapshots, step
+from feature_repo.history import (
+    BehaviorEvent,
+    HistoryState,
+    ItemVectors,
+    gather,
+    gather_rows,
+    history_snapshots,
+    ragged,
+    step,
+    to_us,
+)
 from infra.errors import FeatureError
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -22,6 +32,18 @@ def test_step_newest_first_repeat_moves_to_front_and_cap():
     s, snap = step(s, _ev(13, 6, action="cart"))  # cap 3: oldest (11) drops out
     assert snap.hist_item_ids == (13, 10, 12)
     assert snap.event_timestamp == T0 + pd.Timedelta(minutes=6) == s.last_event_ts
+
+
+def test_step_keeps_each_items_latest_behavior_time():
+    s = HistoryState.empty(3)
+    for i, item in enumerate([10, 11, 12]):
+        s, snap = step(s, _ev(item, i))
+    s, snap = step(s, _ev(10, 5))  # the repeated item takes the new time, the others keep theirs
+    minute = 60_000_000
+    assert snap.hist_ts == s.item_ts == tuple(to_us(T0) + m * minute for m in (5, 2, 1))
+    s, snap = step(s, _ev(13, 6))  # cap: the oldest item's time drops out with it
+    assert snap.hist_item_ids == (13, 10, 12)
+    assert snap.hist_ts == tuple(to_us(T0) + m * minute for m in (6, 5, 2))
 
 
 def test_step_late_event_never_moves_snapshot_time_back():
@@ -44,7 +66,7 @@ def test_history_snapshots_runs_the_same_step_sorted():
         "ts": [T0 + pd.Timedelta(minutes=m) for m in (3, 1, 2, 4)],
     })
     snaps = history_snapshots(beh, n=2)
-    assert list(snaps.columns) == ["user_id", "hist_item_ids", "last_event_ts", "event_timestamp"]
+    assert list(snaps.columns) == ["user_id", "hist_item_ids", "hist_ts", "last_event_ts", "event_timestamp"]
     assert snaps["user_id"].tolist() == [2, 1, 1, 1]
     assert [list(h) for h in snaps["hist_item_ids"]] == [[6], [7], [5, 7], [5, 7]]
     assert snaps["event_timestamp"].is_monotonic_increasing
@@ -77,3 +99,27 @@ def test_item_vectors_sparse_and_dense_lookup_agree():
     sparse = ItemVectors(ids + 10**12, mat)  # too large for the dense table
     query = np.array([2, 3, 9, -1, 5, 100])
     assert dense.rows(query).tolist() == sparse.rows(query + 10**12).tolist() == [1, 0, 3, 0, 2, 0]
+
+
+def test_gather_is_gather_rows_over_the_table_and_skips_missing_items():
+    vec = ItemVectors([30, 10, 20], np.array([[3, 3], [1, 1], [2, 2]], np.float32))
+    flat, lengths = ragged([[10, 99, 30], [], [20, 10, 30, 10]])
+    assert lengths.tolist() == [3, 0, 4]
+    mats, cut = gather(flat, lengths, vec, 3)
+    idx, cut2 = gather_rows(flat, lengths, vec, 3)
+    np.testing.assert_array_equal(mats, vec.matrix[idx])
+    assert cut.tolist() == cut2.tolist() == [3, 0, 3]
+    np.testing.assert_array_equal(mats[0, 1], [0, 0])  # 99 has no vector: the zero row SimTier skips
+    np.testing.assert_array_equal(mats[2], [[2, 2], [1, 1], [3, 3]])  # cut at n, newest first
+
+
+def test_gather_over_a_requests_few_items_equals_gather_over_the_table():
+    rng = np.random.default_rng(0)
+    ids = np.arange(1000, 3000, 7, dtype=np.int64)
+    table = ItemVectors(ids, rng.normal(size=(len(ids), 4)).astype(np.float32))
+    hist = np.array([1007, 5, 2993, 1000], np.int64)  # 5 is not an item
+    known = hist[table.contains(hist)]
+    small = ItemVectors(known, table.matrix[table.rows(known)], dense_ids=0)  # what serving builds
+    a, _ = gather(hist, np.array([4]), table, 50)
+    b, _ = gather(hist, np.array([4]), small, 50)
+    np.testing.assert_array_equal(a, b)

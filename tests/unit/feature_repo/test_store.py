@@ -66,7 +66,7 @@ def test_open_store_before_apply_raises(cfg):
 def test_append_offline_writes_parts_with_exact_schema(cfg):
     rows = pd.DataFrame({
         "user_id": [1, 2], "hist_item_ids": [[3, 4], []],
-        "hist_emb_flat": [np.ones(8, np.float32), np.zeros(0, np.float32)],
+        "hist_ts": [[1_700_000_000_000_000, 1_600_000_000_000_000], []],
         "last_event_ts": [T0 + pd.Timedelta(nanoseconds=1500)] * 2, "event_timestamp": [T0] * 2,
     })
     p1 = append_offline(cfg, "user_behavior", rows)
@@ -80,7 +80,7 @@ def test_append_offline_writes_parts_with_exact_schema(cfg):
     assert back[CREATED_FIELD].is_monotonic_increasing and back[CREATED_FIELD].is_unique  # write order
     assert back["last_event_ts"].iloc[0] == T0 + pd.Timedelta(microseconds=1)  # floored to us
     with pytest.raises(FeatureError, match="lack columns"):
-        append_offline(cfg, "user_behavior", rows.drop(columns=["hist_emb_flat"]))
+        append_offline(cfg, "user_behavior", rows.drop(columns=["hist_ts"]))
     with pytest.raises(FeatureError, match="unknown feature view"):
         append_offline(cfg, "nope", rows)
 

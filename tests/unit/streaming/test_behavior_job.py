@@ -91,15 +91,16 @@ def test_online_rows_equal_the_batch_step(tmp_path: Path) -> None:
     for s in range(0, len(recs), 17):
         assert h.job.process(recs[s:s + 17]) == []
     assert h.latest_online() == _expected(df, 3)
+    batch = history_snapshots(df, 3)
     row = h.online[-1].iloc[0]
-    ids = list(row["hist_item_ids"])
-    flat = np.concatenate([h.vectors[i] for i in ids])
-    np.testing.assert_allclose(row["hist_emb_flat"], flat)
+    assert list(row.index) == ["user_id", "hist_item_ids", "hist_ts", "last_event_ts", "event_timestamp"]  # lean
+    last = batch[batch["user_id"] == row["user_id"]].iloc[-1]
+    assert list(row["hist_ts"]) == list(last["hist_ts"])  # per-item times, the batch step's
     h.job.flush()
     snaps = pq.read_table(next((tmp_path / "feature_repo/offline/user_behavior").glob("part-*.parquet"))).to_pandas()
-    batch = history_snapshots(df, 3)
     assert len(snaps) == len(batch)
     assert sorted(map(tuple, snaps["hist_item_ids"])) == sorted(map(tuple, batch["hist_item_ids"]))
+    assert sorted(map(tuple, snaps["hist_ts"])) == sorted(map(tuple, batch["hist_ts"]))
     assert set(snaps["event_timestamp"]) == set(batch["event_timestamp"])
 
 
@@ -126,6 +127,10 @@ def test_changelog_restores_state_and_skips_applied_offsets(tmp_path: Path) -> N
     for part, _uid, value in h.changelog:
         uid, entry = decode_entry(value, 3)
         restored.setdefault(part, {})[uid] = entry
+    first = history_snapshots(df.iloc[:30], 3).drop_duplicates("user_id", keep="last").set_index("user_id")
+    for users in restored.values():  # the changelog keeps the per-item times too
+        for uid, entry in users.items():
+            assert list(entry.state.item_ts) == list(first.loc[uid, "hist_ts"])
     h2 = Harness(cfg, known=set(range(100)))
     h2.job.users.update(restored)
     h2.job.process(recs[20:])  # re-delivery from an older committed offset
