@@ -56,3 +56,15 @@ class OnlineReplay:
             self._next += 1
         if pending:
             write_online_users(self.store, pd.DataFrame(pending))
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:PORT/PATH: the status and the body (an error status too, not raised)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as res:
+            return res.status, res.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from streaming.kafka_io import make_consumer, make_producer
 from streaming.replay import publish
 from streaming.stats import read_stats, wait_caught_up
 from tests.promql import alert_expressions, dashboard_expressions, exported_names, unknown_names
+from tests.support import http_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,14 +57,6 @@ class Job:
         if self.proc.poll() is None:
             self.proc.terminate()
         return self.proc.wait(60)
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as res:
-            return res.status, res.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -156,10 +147,10 @@ def running_jobs(cfg: MmadsConfig) -> Iterator[dict[str, tuple[Job, int]]]:
 def test_jobs_serve_metrics_health_and_readiness(cfg: MmadsConfig, running_jobs: dict[str, tuple[Job, int]]) -> None:
     items_port = running_jobs["items"][1]
     for _, port in running_jobs.values():
-        assert _get(port, "/healthz")[0] == 200
-        status, body = _get(port, "/readyz")
+        assert http_get(port, "/healthz")[0] == 200
+        status, body = http_get(port, "/readyz")
         assert status == 200 and sum(json.loads(body)["assigned_partitions"].values()) == cfg.kafka.partitions
-    text = _get(items_port, "/metrics")[1]
+    text = http_get(items_port, "/metrics")[1]
     assert _value(text, "mmads_stream_events_total", job="items", outcome="written") == N_ITEMS
     assert _value(text, "mmads_stream_events_total", job="items", outcome="dead_lettered") == 2
     assert _value(text, "mmads_stream_dead_letters_total", job="items", reason="bad_json") == 1
@@ -168,11 +159,11 @@ def test_jobs_serve_metrics_health_and_readiness(cfg: MmadsConfig, running_jobs:
     for phase in ("decode", "encode", "feast", "milvus", "commit"):
         assert _value(text, "mmads_stream_batch_seconds_count", job="items", phase=phase) > 0, phase
     assert time.time() - _value(text, "mmads_stream_last_commit_timestamp_seconds", job="items") < 300
-    beh = _get(running_jobs["behaviors"][1], "/metrics")[1]
+    beh = http_get(running_jobs["behaviors"][1], "/metrics")[1]
     assert _value(beh, "mmads_stream_events_total", job="behaviors", outcome="written") == N_BEHAVIORS
     for phase in ("decode", "milvus", "feast", "commit"):
         assert _value(beh, "mmads_stream_batch_seconds_count", job="behaviors", phase=phase) > 0, phase
-    imp = _get(running_jobs["impressions"][1], "/metrics")[1]
+    imp = http_get(running_jobs["impressions"][1], "/metrics")[1]
     assert _value(imp, "mmads_stream_events_total", job="impressions", outcome="written") == N_IMPRESSIONS
     assert _value(imp, "mmads_stream_dead_letters_total", job="impressions", reason="empty") == 1
     assert _value(imp, "mmads_stream_freshness_seconds_count", job="impressions") == N_IMPRESSIONS
@@ -182,7 +173,7 @@ def test_lag_is_zero_per_partition_once_caught_up(cfg: MmadsConfig,
                                                  running_jobs: dict[str, tuple[Job, int]]) -> None:
     for job, (_, port) in running_jobs.items():
         def lags(port: int = port, job: str = job) -> list[float]:
-            return [v for n, lab, v in _samples(_get(port, "/metrics")[1])
+            return [v for n, lab, v in _samples(http_get(port, "/metrics")[1])
                     if n == "mmads_stream_consumer_lag" and lab["job"] == job]
 
         # one sample per owned partition, all 0 after the next sampling (every stats_interval_s)
@@ -214,7 +205,7 @@ def test_alerts_and_dashboard_name_only_exported_metrics(cfg: MmadsConfig, runni
                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
     exported: set[str] = set()
     for _, port in running_jobs.values():
-        exported |= exported_names(_get(port, "/metrics")[1])
+        exported |= exported_names(http_get(port, "/metrics")[1])
     serving_cfg = cfg.with_overrides(milvus={"collection": f"{cfg.milvus.collection}_world"})
     world = build_world(serving_cfg, tmp_path_factory.mktemp("run"), n_items=30, n_users=4, seed=1, apply=False)
     with TestClient(create_app(world.run_dir, serving_cfg)) as client:

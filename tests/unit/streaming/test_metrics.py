@@ -18,27 +18,20 @@ from infra.errors import StackError
 from streaming.dlq import REASON_CLASSES, reason_class
 from streaming.metrics import LIVENESS_TIMEOUT_S, process_metrics, start_job, timed
 from tests.promql import alert_expressions, dashboard_expressions, exported_names, metric_names, unknown_names
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as res:
-            return res.status, res.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+from tests.support import http_get
 
 
 def test_endpoints_follow_the_job_loop() -> None:
     job, port = start_job("unit-items", "items-unit", ("127.0.0.1", 0))
     assert port is not None
     try:
-        assert _get(port, "/readyz")[0] == 503  # no partitions yet
-        assert _get(port, "/healthz")[0] == 200
+        assert http_get(port, "/readyz")[0] == 503  # no partitions yet
+        assert http_get(port, "/healthz")[0] == 200
         job.set_assigned(2)
-        status, body = _get(port, "/readyz")
+        status, body = http_get(port, "/readyz")
         assert status == 200 and json.loads(body)["assigned_partitions"]["unit-items"] == 2
         job.beat -= LIVENESS_TIMEOUT_S + 1  # a loop that has not turned for too long
-        assert _get(port, "/healthz")[0] == 503
+        assert http_get(port, "/healthz")[0] == 503
         job.heartbeat()
         job.activate()
         with timed("decode"):
@@ -51,7 +44,7 @@ def test_endpoints_follow_the_job_loop() -> None:
         job.retried(3)
         job.committed()
         process_metrics().set_lag("unit-items", {("items-unit", 0): 4.0})
-        status, text = _get(port, "/metrics")
+        status, text = http_get(port, "/metrics")
         assert status == 200
         assert 'mmads_stream_events_total{job="unit-items",outcome="written",topic="items-unit"} 7.0' in text
         assert 'mmads_stream_events_total{job="unit-items",outcome="retried",topic="items-unit"} 3.0' in text
@@ -59,7 +52,7 @@ def test_endpoints_follow_the_job_loop() -> None:
         assert 'mmads_stream_dead_letters_total{job="unit-items",reason="missing_field"} 0.0' in text
         assert 'mmads_stream_batch_seconds_count{job="unit-items",phase="decode"} 1.0' in text
         assert 'mmads_stream_consumer_lag{job="unit-items",partition="0",topic="items-unit"} 4.0' in text
-        assert _get(port, "/nope")[0] == 404
+        assert http_get(port, "/nope")[0] == 404
     finally:
         job.close()
     # the last job of the process stopped the server and dropped its lag samples
