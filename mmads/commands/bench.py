@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a performance benchmark and print a table",
                        epilog="example:\n  mmads bench serving --quick --json runs/bench/serving.json")
     p.add_argument("name", choices=BENCHMARKS, help="which benchmark")
-    p.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes: minutes, not hours (streaming takes over 25 min on 2 cores)")
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--bursty", action="store_true",
                    help="streaming only: replay in bursts (a log second's events at once) and measure freshness")
