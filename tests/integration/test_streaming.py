@@ -233,9 +233,10 @@ def test_indexer_killed_mid_stream_loses_and_duplicates_nothing(base_cfg: MmadsC
     jobs[0].kill()  # most likely between Milvus writes and the next commit (commits are 2 s apart)
     committed_at_kill = committed_counts(cfg).get(cfg.kafka.topics.items, 0)
     assert committed_before <= committed_at_kill < sent
+    sink = MilvusSink(cfg, DIM)
+    assert sink.count() >= committed_at_kill  # offsets were committed only after their writes
     jobs.append(Job(cfg, "streaming.item_indexer", "--model", str(model_dir)))
     wait_caught_up(cfg, {cfg.kafka.topics.items: sent}, timeout_s=90)
-    sink = MilvusSink(cfg, DIM)
     assert sink.count() == 400
     got = sink.client.query(cfg.milvus.collection, filter="item_id >= 0", output_fields=["item_id"], limit=1000)
     assert sorted(r["item_id"] for r in got) == items["item_id"].tolist()
