@@ -15,9 +15,11 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Literal
 
 from infra.errors import StackError
@@ -219,6 +221,26 @@ def stop_process(state_dir: Path, name: str, grace_s: float = 5.0) -> bool:
         logger.info("stopped %s (pid %d)", name, rec.pid)
     path.unlink(missing_ok=True)
     return stopped
+
+
+@contextmanager
+def sigterm_as_exit(code: int = 143) -> Iterator[None]:
+    """Inside the block, SIGTERM raises ``SystemExit(code)``, so the block's ``finally`` clauses run.
+
+    Python's default SIGTERM handling ends the process at once: a benchmark stopped by ``timeout``
+    left its embedded stack (broker, Milvus Lite) running and its temporary folder on disk. Main
+    thread only; the previous handler is put back on leaving.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _exit(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(code)
+
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

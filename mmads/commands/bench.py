@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from infra.errors import MmadsError
+from infra.processes import sigterm_as_exit
 
 BENCHMARKS = ("encoders", "streaming", "features", "training", "serving", "milvus", "batch")
 
@@ -34,7 +35,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise
     if args.bursty and args.name != "streaming":
         raise MmadsError(f"--bursty applies to the streaming benchmark, not '{args.name}'")
-    results = module.run(quick=args.quick, **({"bursty": True} if args.bursty else {}))
+    with sigterm_as_exit():  # a killed benchmark still stops its stack and removes its folder
+        results = module.run(quick=args.quick, **({"bursty": True} if args.bursty else {}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str))
