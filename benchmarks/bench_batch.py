@@ -189,7 +189,7 @@ def run(quick: bool) -> dict[str, Any]:
     """Run the benchmark and print a table.
 
     Args:
-        quick: 100k-row parity set, 1k users, 2k items, no scale set (about a minute or two);
+        quick: 100k-row parity set, 1k users, 2k items, no scale set (3 minutes on 2 cores);
             full: 200k-row parity set, 5k users, 10k items and a 10M-row Spark scale set.
 
     Returns:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from streaming.kafka_io import make_consumer
 from streaming.milvus_sink import MilvusSink
 from streaming.replay import publish, replay
 from streaming.stats import committed_counts, freshness_summary, read_stats, wait_caught_up
+from tests.support import http_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DIM = 16
@@ -370,8 +370,7 @@ def test_indexer_survives_a_milvus_outage(base_cfg: MmadsConfig, model_dir: Path
         time.sleep(4.0)
         assert committed_counts(cfg).get(cfg.kafka.topics.items, 0) == committed_down
         metrics_port = int(jobs[0].stats(cfg)["metrics_port"])  # type: ignore[call-overload]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as res:
-            assert res.status == 200  # retrying with backoff is alive: no restart while a sink is down
+        assert http_get(metrics_port, "/healthz")[0] == 200  # retrying with backoff is alive: no restart
         milvus = start_milvus()
         # Everything committed before or during the outage is in the restarted Milvus.
         sink = MilvusSink(cfg, DIM)
@@ -380,8 +379,8 @@ def test_indexer_survives_a_milvus_outage(base_cfg: MmadsConfig, model_dir: Path
         wait_caught_up(cfg, {cfg.kafka.topics.items: 300}, timeout_s=90)
         assert sink.count() == 300
         assert int(jobs[0].stats(cfg)["retries"]) > 0  # type: ignore[call-overload]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as res:
-            text = res.read().decode()
+        status, text = http_get(metrics_port, "/metrics")
+        assert status == 200
         assert re.search(r'mmads_stream_events_total\{job="items",outcome="retried",topic="[^"]+"\} [1-9]', text)
         assert jobs[0].stop() == 0
     finally:

@@ -42,7 +42,6 @@ def test_readers_never_see_a_half_written_record(tmp_path: Path):
     assert [p.name for p in run_dir(tmp_path).iterdir()] == ["stream-items-1.json"]  # no tmp files left
 
 
-
 def test_sigterm_inside_sigterm_as_exit_runs_the_finally_clauses(tmp_path: Path) -> None:
     marker = tmp_path / "cleaned"
     script = ("import sys, time\nfrom infra.processes import sigterm_as_exit\n"
