@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -76,8 +76,7 @@ def lookup_time(ts: pd.Series) -> pd.Series:
     return floored - TIME_RESOLUTION
 
 
-@dataclass(frozen=True)
-class BehaviorEvent:
+class BehaviorEvent(NamedTuple):
     """One behavior: a user acted on an item at ``ts`` (a UTC ``pd.Timestamp``)."""
 
     user_id: int
@@ -86,8 +85,7 @@ class BehaviorEvent:
     ts: pd.Timestamp
 
 
-@dataclass(frozen=True)
-class HistoryState:
+class HistoryState(NamedTuple):
     """Per-user history: item ids newest first (at most ``n``), their behavior times, the latest event time.
 
     Attributes:
@@ -98,8 +96,8 @@ class HistoryState:
     """
 
     n: int
-    item_ids: tuple[int, ...] = field(default=())
-    item_ts: tuple[int, ...] = field(default=())
+    item_ids: tuple[int, ...] = ()
+    item_ts: tuple[int, ...] = ()
     last_event_ts: pd.Timestamp | None = None
 
     @classmethod
@@ -110,8 +108,7 @@ class HistoryState:
         return cls(n=n)
 
 
-@dataclass(frozen=True)
-class HistorySnapshot:
+class HistorySnapshot(NamedTuple):
     """The user_behavior row after one event (``hist_item_ids`` newest first, ``hist_ts`` their times in µs)."""
 
     user_id: int
@@ -140,10 +137,8 @@ def step(state: HistoryState, event: BehaviorEvent) -> tuple[HistoryState, Histo
     ids = ((item,) + ids)[: state.n]
     times = ((to_us(event.ts),) + times)[: state.n]
     ts = event.ts if state.last_event_ts is None else max(state.last_event_ts, event.ts)
-    new = HistoryState(n=state.n, item_ids=ids, item_ts=times, last_event_ts=ts)
-    return new, HistorySnapshot(
-        user_id=int(event.user_id), hist_item_ids=ids, hist_ts=times, last_event_ts=ts, event_timestamp=ts
-    )
+    # positional: this runs once per event in the behavior job
+    return HistoryState(state.n, ids, times, ts), HistorySnapshot(int(event.user_id), ids, times, ts, ts)
 
 
 def history_snapshots(behaviors: pd.DataFrame, n: int) -> pd.DataFrame:

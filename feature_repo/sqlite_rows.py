@@ -18,6 +18,7 @@ extra columns (no ``value_num``, no vector search); elsewhere callers keep Feast
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 from collections.abc import Sequence
 from datetime import datetime
@@ -127,10 +128,12 @@ class SqliteRowWriter(SqliteRowReader):
                "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
                "created_ts = excluded.created_ts;")
         keys = self.keys(join_key, [r[0] for r in rows])
+        # what sqlite3 would store for the datetimes: adapted once per row, not once per feature
+        adapt = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol), lambda t: t)
         params: list[tuple[Any, ...]] = []
         for key, (_, values, ts, created) in zip(keys, rows, strict=True):
-            event = to_naive_utc(ts)
-            made = None if created is None else to_naive_utc(created)
+            event = adapt(to_naive_utc(ts))
+            made = None if created is None else adapt(to_naive_utc(created))
             for name, value in values.items():
                 params.append((key, name, value.SerializeToString(), extract_text_and_num(value, False)[0],
                                event, made))

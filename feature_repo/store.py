@@ -27,7 +27,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Int64List
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
-from feast.types import Array, Float32, Int64
+from feast.types import Array, Float32, Int64, UnixTimestamp
 
 from feature_repo.data_sources import offline_dir, repo_dir
 from feature_repo.definitions import build_definitions
@@ -362,32 +362,82 @@ def _float_list_value(values: Any) -> ValueProto:
     return ValueProto.FromString(_FLOAT_LIST_TAG + _varint(len(inner)) + inner)
 
 
+def _latest_rows(table: pa.Table, key: str) -> pa.Table:
+    """:func:`_coalesce` on an Arrow table: the latest row per entity, in the same order."""
+    if table.num_rows == 0:
+        return table
+    index = pd.DataFrame({key: table.column(key).to_numpy(), TS_FIELD: table.column(TS_FIELD).to_numpy()})
+    keep = index.sort_values(TS_FIELD, kind="stable").drop_duplicates(key, keep="last").index.to_numpy()
+    return table.take(pa.array(keep))
+
+
+def _list_offsets(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(flat values, offsets, valid)`` of a list column: row r is ``flat[offsets[r]:offsets[r + 1]]``."""
+    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if isinstance(arr, pa.ChunkedArray):  # an empty column combines to no chunks
+        arr = pa.array([], type=column.type)
+    offsets = arr.offsets.to_numpy()
+    flat = arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_numpy(zero_copy_only=False)
+    valid = (arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count
+             else np.ones(len(arr), dtype=bool))
+    return flat, offsets - offsets[0], valid
+
+
+def _unix_seconds(column: pa.ChunkedArray) -> list[int]:
+    """Feast's ``unix_timestamp_val`` of each value of a timestamp column without nulls.
+
+    Feast stores ``int(t.timestamp())``: the float seconds truncated toward zero, which is
+    ``trunc(us / 1e6)`` in the same float64 arithmetic (a unit test compares both over 400,000 times).
+    """
+    us = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    return np.trunc(us / 1e6).astype(np.int64).tolist()
+
+
+def _provider_values(store: FeatureStore, view: str, df: pd.DataFrame, schema: pa.Schema | None
+                     ) -> tuple[list[int], list[dict[str, ValueProto]], list[datetime]]:
+    """``(entity ids, {feature: value} per row, event time per row)`` of ``df``'s latest rows per entity.
+
+    Float-list features are encoded by :func:`_float_list_value` and int64 lists from one Python
+    list each, both sliced straight out of the Arrow column; every other feature goes through
+    Feast's own ``python_values_to_proto_values``.
+    """
+    key = VIEW_KEYS[view]
+    table = _latest_rows(to_arrow(view, df, schema), key)
+    fv = store.get_feature_view(view)
+    columns: dict[str, list[Any]] = {}
+    for field in fv.features:
+        col = table.column(field.name)
+        if field.dtype in (Array(Float32), Array(Int64)):
+            flat, off, valid = _list_offsets(col)
+            if field.dtype == Array(Float32):
+                columns[field.name] = [_float_list_value(flat[off[r]:off[r + 1]]) if valid[r] else ValueProto()
+                                       for r in range(len(valid))]
+            else:
+                ints = flat.astype(np.int64, copy=False).tolist()
+                columns[field.name] = [ValueProto(int64_list_val=Int64List(val=ints[off[r]:off[r + 1]]))
+                                       if valid[r] else ValueProto() for r in range(len(valid))]
+        elif field.dtype == UnixTimestamp and pa.types.is_timestamp(col.type) and col.null_count == 0:
+            columns[field.name] = [ValueProto(unix_timestamp_val=t) for t in _unix_seconds(col)]
+        else:
+            values = col.to_pandas().tolist()
+            columns[field.name] = python_values_to_proto_values(values, field.dtype.to_value_type())
+    ids = table.column(key).to_numpy().astype(np.int64).tolist()
+    stamps = pd.DatetimeIndex(table.column(TS_FIELD).to_pandas()).to_pydatetime().tolist()
+    names = list(columns)
+    return ids, [{n: columns[n][r] for n in names} for r in range(len(ids))], stamps
+
+
 def online_rows(store: FeatureStore, view: str, df: pd.DataFrame, schema: pa.Schema | None = None
                 ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]]:
     """The provider rows of ``df`` for ``view``: what ``write_to_online_store`` builds, built faster.
 
-    Float-list features are encoded by :func:`_float_list_value`, int64 lists from one Python list
-    each; every other feature goes through
-    Feast's own ``python_values_to_proto_values``; the latest row per entity wins. A test checks that
+    The latest row per entity wins (:func:`_provider_values` builds the values). A test checks that
     rows written this way read back exactly like rows written by ``write_to_online_store``.
     """
     key = VIEW_KEYS[view]
-    frame = _coalesce(to_arrow(view, df, schema).to_pandas(), key)
-    fv = store.get_feature_view(view)
-    columns: dict[str, list[Any]] = {}
-    for field in fv.features:
-        values = frame[field.name].tolist()
-        if field.dtype == Array(Float32):
-            columns[field.name] = [_float_list_value(v) for v in values]
-        elif field.dtype == Array(Int64):
-            columns[field.name] = [ValueProto() if v is None else ValueProto(int64_list_val=Int64List(
-                val=np.asarray(v, dtype=np.int64).tolist())) for v in values]
-        else:
-            columns[field.name] = python_values_to_proto_values(values, field.dtype.to_value_type())
-    keys = [EntityKeyProto(join_keys=[key], entity_values=[ValueProto(int64_val=int(i))]) for i in frame[key]]
-    stamps = pd.DatetimeIndex(pd.to_datetime(frame[TS_FIELD], utc=True)).to_pydatetime().tolist()
-    names = list(columns)
-    return [(k, {n: columns[n][r] for n in names}, stamps[r], None) for r, k in enumerate(keys)]
+    ids, values, stamps = _provider_values(store, view, df, schema)
+    return [(EntityKeyProto(join_keys=[key], entity_values=[ValueProto(int64_val=i)]), v, t, None)
+            for i, v, t in zip(ids, values, stamps, strict=True)]
 
 
 def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame, schema: pa.Schema | None = None) -> None:
@@ -396,15 +446,16 @@ def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame, schema: 
     This is ``store.write_to_online_store(view, df)`` without Feast's per-element conversion of list
     features (most of its time for 3,200-float history rows). ``schema``: required for side views.
     """
-    rows = online_rows(store, view, df, schema)
-    if not rows:
-        return
-    fv = store.get_feature_view(view)
     writer = _sqlite_writer(store)
-    if writer is not None:  # Feast's upsert statement, one executemany instead of a call per feature
-        writer.write(fv, VIEW_KEYS[view], [(k.entity_values[0].int64_val, *rest) for k, *rest in rows])
-    else:
-        online_write_batch(store, fv, rows)  # the public write is the slow part
+    if writer is None:
+        rows = online_rows(store, view, df, schema)
+        if rows:
+            online_write_batch(store, store.get_feature_view(view), rows)  # the public write is the slow part
+        return
+    ids, values, stamps = _provider_values(store, view, df, schema)
+    if ids:  # Feast's upsert statement, one executemany instead of a call per feature
+        writer.write(store.get_feature_view(view), VIEW_KEYS[view],
+                     [(i, v, t, None) for i, v, t in zip(ids, values, stamps, strict=True)])
 
 
 _WRITERS: weakref.WeakKeyDictionary[FeatureStore, SqliteRowWriter | None] = weakref.WeakKeyDictionary()

@@ -320,7 +320,7 @@ class StreamingConfig(_Section):
 
     batch_size: int = Field(default=64, ge=1)
     max_wait_ms: int = Field(default=50, ge=1)
-    behavior_batch_size: int = Field(default=2000, ge=1)
+    behavior_batch_size: int = Field(default=10000, ge=1)
     retry_buffer_size: int = Field(default=10000, ge=1)
     retry_max_wait_s: float = Field(default=30.0, gt=0)
     offline_flush_rows: int = Field(default=20000, ge=1)

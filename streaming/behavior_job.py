@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -53,6 +53,7 @@ from streaming.stats import FreshnessLog, JobStats
 
 logger = logging.getLogger(__name__)
 JOB = "behaviors"
+CHANGELOG_BATCH_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ class _Waiting:
     event: BehaviorEvent
     record: Any
     since: float
+
+
+def _epoch_ns(stamps: Iterable[pd.Timestamp]) -> np.ndarray:
+    """Epoch nanoseconds of UTC timestamps as int64.
+
+    ``pd.to_datetime`` of a list of Timestamps converts them object by object: 11% of the job's
+    time at 10,000-event batches.
+    """
+    return np.fromiter((t.value for t in stamps), dtype=np.int64)
 
 
 class _BatchWork:
@@ -202,8 +212,8 @@ class BehaviorJob:
             "user_id": np.array([s.user_id for s in snaps], dtype=np.int64),
             "hist_item_ids": [list(s.hist_item_ids) for s in snaps],
             "hist_ts": [list(s.hist_ts) for s in snaps],
-            "last_event_ts": pd.to_datetime([s.last_event_ts for s in snaps], utc=True),
-            "event_timestamp": pd.to_datetime([s.event_timestamp for s in snaps], utc=True),
+            "last_event_ts": pd.to_datetime(_epoch_ns(s.last_event_ts for s in snaps), utc=True),
+            "event_timestamp": pd.to_datetime(_epoch_ns(s.event_timestamp for s in snaps), utc=True),
         })
         with timed("feast"):
             self.write_users(rows)
@@ -234,8 +244,8 @@ class BehaviorJob:
         flat_ids = np.fromiter((i for s in snaps for i in s.hist_item_ids), dtype=np.int64, count=int(lengths.sum()))
         flat_ts = np.fromiter((t for s in snaps for t in s.hist_ts), dtype=np.int64, count=int(lengths.sum()))
         ts_type = pa.timestamp("us", tz="UTC")
-        last = pd.to_datetime([s.last_event_ts for s in snaps], utc=True).as_unit("us")
-        event = pd.to_datetime([s.event_timestamp for s in snaps], utc=True).as_unit("us")
+        last = _epoch_ns(s.last_event_ts for s in snaps) // 1000  # floored to µs, as .as_unit("us") has it
+        event = _epoch_ns(s.event_timestamp for s in snaps) // 1000
         return pa.table({
             "user_id": pa.array(np.array([s.user_id for s in snaps], dtype=np.int64)),
             "hist_item_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat_ids)),
@@ -337,7 +347,9 @@ def run_behaviors(cfg: MmadsConfig, *, stop_event: threading.Event | None = None
     milvus = MilvusSink(cfg, cfg.model.dim)
     cache = ItemCache(cfg.model.dim, milvus.get_vectors)
     tune_gc()
-    producer = make_producer(cfg, client_id="mmads-behaviors-changelog")
+    # One changelog record is a whole user row (~1.5 KB at N = 50): with the default 16 KB batches,
+    # every tenth send woke the sender thread and made a produce request of its own.
+    producer = make_producer(cfg, client_id="mmads-behaviors-changelog", batch_size=CHANGELOG_BATCH_BYTES)
     stats = JobStats(job=JOB)
     proc = BehaviorJob(cfg, cache, feast_user_writer(open_store(cfg)), kafka_changelog_writer(cfg, producer),
                        stats, FreshnessLog(cfg, JOB))

@@ -18,8 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,8 +30,7 @@ from streaming.kafka_io import make_consumer
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class UserEntry:
+class UserEntry(NamedTuple):
     """A user's history state and the highest input offset applied to it (-1: none)."""
 
     state: HistoryState

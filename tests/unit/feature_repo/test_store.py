@@ -141,3 +141,17 @@ def test_latest_offline_keeps_the_latest_row_per_item(tmp_path):
     assert len(latest_offline(cfg, "item_embeddings")) == 2
     with pytest.raises(FeatureError, match="unknown feature view"):
         latest_offline(cfg, "nope")
+
+
+def test_unix_seconds_are_feasts_timestamp_values() -> None:
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    from feature_repo.store import _unix_seconds
+
+    rng = np.random.default_rng(0)
+    us = np.concatenate([rng.integers(-2**61 // 1000, 2**61 // 1000, 200_000), rng.integers(-10**13, 10**13, 200_000),
+                         [0, -1, 1, 999_999, -999_999, 1_000_000, -1_000_000, 1_709_296_496_999_999]])
+    column = pa.chunked_array([pa.array(us, type=pa.timestamp("us", tz="UTC"))])
+    feasts = python_values_to_proto_values(column.to_pandas().tolist(), ValueType.UNIX_TIMESTAMP)
+    assert _unix_seconds(column) == [v.unix_timestamp_val for v in feasts]

@@ -151,3 +151,28 @@ def test_freshness_samples_feed_the_histogram() -> None:
     text = process_metrics().render()[0].decode()
     assert 'mmads_stream_freshness_seconds_count{job="unit-fresh"} 3.0' in text
     assert 'mmads_stream_freshness_seconds_bucket{job="unit-fresh",le="0.5"} 2.0' in text
+
+
+def test_observe_many_stores_what_observe_one_by_one_stores() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from streaming.metrics import observe_many
+
+    values = np.array([0.0, 0.005, 0.0050001, 0.1, 0.25, 0.7, 1.0, 2.5, 30.0, 1e9, np.nan])
+    expositions = []
+    for batched in (False, True):
+        registry = CollectorRegistry()
+        # one name each: under Feast's PROMETHEUS_MULTIPROC_DIR, same-named values share one mmap file
+        name = "t_batched_seconds" if batched else "t_seconds"
+        hist = Histogram(name, "t", ["job"], registry=registry).labels(job="j")
+        if batched:
+            observe_many(hist, values[:4])
+            observe_many(hist, values[4:])
+            observe_many(hist, values[:0])
+        else:
+            for v in values:
+                hist.observe(float(v))
+        lines = generate_latest(registry).decode().splitlines()
+        expositions.append("\n".join(ln.replace(name, "t_seconds") for ln in lines if "_created" not in ln))
+    assert 't_seconds_count{job="j"} 10.0' in expositions[0]  # the NaN sample is in no bucket
+    assert expositions[1] == expositions[0]
