@@ -1,5 +1,7 @@
 """The streaming benchmark's steady backlog: the log's events first, then copies for new users."""
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -33,12 +35,12 @@ def test_scale_out_rate_counts_only_the_window_where_every_process_writes(tmp_pa
             102: [(k, 1000, 5000 + 10 * k) for k in range(1001)]}
     for pid, lines in rows.items():
         (folder / f"behaviors-{pid}.csv").write_text("".join(f"{a},{b},{c}\n" for a, b, c in lines))
-    jobs = [SimpleNamespace(proc=SimpleNamespace(pid=pid)) for pid in rows]
-    rate, skew, window = _steady_rate(cfg, jobs, since_ms=0)  # type: ignore[arg-type]
+    jobs: list[Any] = [SimpleNamespace(proc=SimpleNamespace(pid=pid)) for pid in rows]
+    rate, skew, window = _steady_rate(cfg, jobs, since_ms=0)
     assert skew == 4.0 and window == 10.0  # from process 2's first write (5 s) to its last (15 s)
     assert rate == 2000 / 10.0  # both at 100 rows/s in the window; process 1's lone start is out
     assert _steady_rate(cfg, jobs[:1], since_ms=0)[0] == 2000 / 20.0  # one process: first to last write
     late = [(k, 1000, 18_500 + k) for k in range(3)]  # a process that wrote for 2 ms only
     (folder / "behaviors-103.csv").write_text("".join(f"{a},{b},{c}\n" for a, b, c in late))
-    short = _steady_rate(cfg, [jobs[0], SimpleNamespace(proc=SimpleNamespace(pid=103))], since_ms=0)  # type: ignore[list-item]
+    short = _steady_rate(cfg, jobs[:1] + [SimpleNamespace(proc=SimpleNamespace(pid=103))], since_ms=0)
     assert np.isnan(short[0]) and short[2] < MIN_WINDOW_S  # too short a window is no rate
