@@ -214,7 +214,7 @@ def test_online_fast_path_equals_odfv(repo, data):
     assert reader.read(1, candidates).simtier[:, TIERS].max() > 0  # user 1 has a history online
 
 
-def test_sqlite_row_reader_equals_feasts_online_read(repo):
+def test_sqlite_row_reader_equals_feasts_online_read(repo, data):
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
     from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -222,6 +222,8 @@ def test_sqlite_row_reader_equals_feasts_online_read(repo):
     from feature_repo.sqlite_rows import SqliteRowReader
 
     cfg, store = repo
+    _write_items_online(store, data)  # the rows it reads, whichever tests ran before
+    OnlineReplay(store, data["behaviors"], N).advance(data["behaviors"]["ts"].max() + pd.Timedelta(seconds=1))
     assert SqliteRowReader.supports(store) and OnlineFeatureReader(store, cfg)._sqlite is not None
     rows = SqliteRowReader(store)
     odd_ids = [0, 5, -3, 2**62 + 11, 256]
