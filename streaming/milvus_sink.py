@@ -87,23 +87,43 @@ class MilvusSink:
     def ensure_collection(self) -> None:
         """Create the collection and its index when missing, and load it.
 
+        Two processes started together (the indexer's deployment: a process per core) may both find
+        the collection missing; the one whose create then fails because the other made it meanwhile
+        goes on with that collection, checked like any existing one.
+
         Raises:
             StackError: Milvus is unreachable, or the existing collection has another dimension.
         """
+        c = self.client
+        if self._call("has_collection", lambda: c.has_collection(self.collection)):
+            self._check_and_load()
+            return
+        try:
+            self._create()
+        except StackError:
+            if not self._call("has_collection", lambda: c.has_collection(self.collection)):
+                raise
+            logger.info("Milvus collection %s was created by another process meanwhile", self.collection)
+            self._check_and_load()
+
+    def _check_and_load(self) -> None:
+        """Refuse an existing collection made for another dimension or by an older mmads; load it."""
+        c = self.client
+        desc = self._call("describe", lambda: c.describe_collection(self.collection))
+        dims = [f.get("params", {}).get("dim") for f in desc.get("fields", []) if f.get("name") == VECTOR_FIELD]
+        if dims and int(dims[0]) != self.dim:
+            raise StackError(f"Milvus collection {self.collection} has dim {dims[0]}, the encoder makes "
+                             f"{self.dim}: run `mmads stream reindex` with a new collection name")
+        if KEY_FIELD not in {f.get("name") for f in desc.get("fields", [])}:
+            raise StackError(f"Milvus collection {self.collection} has no {KEY_FIELD} field (made by an "
+                             "older mmads): run `mmads stream reindex` with a new collection name")
+        self._call("load", lambda: c.load_collection(self.collection, timeout=CALL_TIMEOUT_S))
+
+    def _create(self) -> None:
+        """Create the collection with its index (Milvus loads it)."""
         from pymilvus import DataType
 
         c = self.client
-        if self._call("has_collection", lambda: c.has_collection(self.collection)):
-            desc = self._call("describe", lambda: c.describe_collection(self.collection))
-            dims = [f.get("params", {}).get("dim") for f in desc.get("fields", []) if f.get("name") == VECTOR_FIELD]
-            if dims and int(dims[0]) != self.dim:
-                raise StackError(f"Milvus collection {self.collection} has dim {dims[0]}, the encoder makes "
-                                 f"{self.dim}: run `mmads stream reindex` with a new collection name")
-            if KEY_FIELD not in {f.get("name") for f in desc.get("fields", [])}:
-                raise StackError(f"Milvus collection {self.collection} has no {KEY_FIELD} field (made by an "
-                                 "older mmads): run `mmads stream reindex` with a new collection name")
-            self._call("load", lambda: c.load_collection(self.collection, timeout=CALL_TIMEOUT_S))
-            return
         schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("item_id", DataType.INT64, is_primary=True)
         schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self.dim)

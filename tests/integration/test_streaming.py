@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from feature_repo.store import apply_repo, open_store, read_offline
 from infra import stack
 from infra.config import MmadsConfig
 from infra.dataset import Dataset
+from infra.errors import StackError
 from infra.processes import free_port, port_open
 from streaming.dlq import parse_dead_letter
 from streaming.events import dataset_events, encode_value, iso_utc
@@ -247,6 +249,32 @@ def test_indexer_killed_mid_stream_loses_and_duplicates_nothing(base_cfg: MmadsC
     # that one had written since, and nothing before it.
     assert int(jobs[1].stats(cfg)["written"]) == sent - committed_at_kill  # type: ignore[call-overload]
     assert jobs[1].stop() == 0
+
+
+def test_a_collection_created_meanwhile_by_another_process_is_used(base_cfg: MmadsConfig) -> None:
+    # two indexers started together both find the collection missing; the later create must not kill one
+    cfg, first = _isolated(base_cfg)
+    late = MilvusSink(cfg, DIM)
+    other = MilvusSink(cfg, DIM)
+    answers = iter([False])  # late's first look: missing; then the other process creates it
+    real_call = late._call
+
+    def racing(what: str, fn: Any) -> Any:
+        if what == "has_collection":
+            stale = next(answers, None)
+            if stale is not None:
+                other.ensure_collection()
+                return stale
+        return real_call(what, fn)
+
+    late._call = racing  # type: ignore[method-assign]
+    late.ensure_collection()  # its create fails ("already exists"); it goes on with the other's collection
+    late.upsert(np.array([first]), np.ones((1, DIM), np.float32), ["c"], np.zeros(1, np.int64), "test")
+    assert late.get_vectors([first]).keys() == {first}
+    with pytest.raises(StackError, match="dim"):  # and it is checked like any existing collection
+        MilvusSink(cfg, DIM + 1).ensure_collection()
+    late.close()
+    other.close()
 
 
 def test_two_indexers_in_one_group_split_the_partitions(base_cfg: MmadsConfig, model_dir: Path,
