@@ -367,8 +367,7 @@ def _latest_rows(table: pa.Table, key: str) -> pa.Table:
     if table.num_rows == 0:
         return table
     index = pd.DataFrame({key: table.column(key).to_numpy(), TS_FIELD: table.column(TS_FIELD).to_numpy()})
-    keep = index.sort_values(TS_FIELD, kind="stable").drop_duplicates(key, keep="last").index.to_numpy()
-    return table.take(pa.array(keep))
+    return table.take(pa.array(_coalesce(index, key).index.to_numpy()))
 
 
 def _list_offsets(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -286,6 +286,21 @@ def test_fast_online_write_reads_back_like_feasts_own_write(repo):
             assert theirs == mine and len(mine) == len(table.features), (view, fi)
 
 
+def test_fast_online_write_keeps_the_latest_row_per_entity(repo):
+    cfg, store = repo
+    ts = pd.Timestamp("2024-03-02", tz="UTC")
+    later = ts + pd.Timedelta(seconds=1)
+    users = pd.DataFrame({  # user 920,001: a later row first; user 920,002: two rows at one time
+        "user_id": [920_001, 920_002, 920_001, 920_002],
+        "hist_item_ids": [[2, 1], [5], [1], [6, 5]], "hist_ts": [[20, 10], [50], [10], [60, 50]],
+        "last_event_ts": [later, ts, ts, ts], "event_timestamp": [later, ts, ts, ts],
+    })
+    write_online_rows(store, USER_VIEW, users)
+    got = store.get_online_features(features=["user_behavior:hist_item_ids"],
+                                    entity_rows=[{"user_id": 920_001}, {"user_id": 920_002}]).to_dict()
+    assert got["hist_item_ids"] == [[2, 1], [6, 5]]  # the latest event time wins; a tie goes to the later row
+
+
 def test_item_cache_serves_the_same_rows_and_expires(repo, data):
     cfg, store = repo
     _write_items_online(store, data)  # the test must not depend on another having written them
