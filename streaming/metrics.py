@@ -146,7 +146,7 @@ def observe_many(hist: Any, values: np.ndarray) -> None:
     (4 µs an event, a tenth of the behavior job's per-event budget). Counting them per bucket
     with ``searchsorted`` stores the same bucket counts and sum (a unit test compares them with
     ``observe`` one by one). A histogram child without the bucket attributes of prometheus-client
-    0.20-0.24 (or with exemplars) falls back to ``observe``.
+    0.20-0.24 falls back to ``observe``.
     """
     bounds = getattr(hist, "_upper_bounds", None)
     buckets = getattr(hist, "_buckets", None)
