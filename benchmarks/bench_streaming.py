@@ -260,12 +260,11 @@ def _steady_rate(cfg: MmadsConfig, jobs: list[_Job], since_ms: int) -> tuple[flo
         return float("nan"), float("nan"), 0.0
     firsts = [int(f["written_ms"].min()) for f in frames]
     start, end = max(firsts), min(int(f["written_ms"].max()) for f in frames)
-    window = (end - start) / 1000
+    window, skew = (end - start) / 1000, (start - min(firsts)) / 1000
     if window < MIN_WINDOW_S:
-        return float("nan"), (start - min(firsts)) / 1000, window
+        return float("nan"), skew, window
     written = pd.concat(frames)["written_ms"]
-    n = int(((written > start) & (written <= end)).sum())
-    return n / window, (start - min(firsts)) / 1000, window
+    return int(((written > start) & (written <= end)).sum()) / window, skew, window
 
 
 def _behavior_backlog(cfg: MmadsConfig, beh: pd.DataFrame, processes: int, name: str) -> tuple[float, float, float]:

@@ -373,8 +373,6 @@ def _latest_rows(table: pa.Table, key: str) -> pa.Table:
 def _list_offsets(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(flat values, offsets, valid)`` of a list column: row r is ``flat[offsets[r]:offsets[r + 1]]``."""
     arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if isinstance(arr, pa.ChunkedArray):  # an empty column combines to no chunks
-        arr = pa.array([], type=column.type)
     offsets = arr.offsets.to_numpy()
     flat = arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_numpy(zero_copy_only=False)
     valid = (arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count
