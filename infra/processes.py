@@ -61,7 +61,13 @@ def write_json_atomic(path: Path, doc: object, indent: int | None = None) -> Non
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists and is not a zombie."""
+    """True when a process with this pid exists and one of its threads is not a zombie.
+
+    A killed multi-threaded process (the Tansu broker) shows its main thread as a zombie while its
+    other threads are still exiting, and they hold its open files: its listening socket still
+    accepted connections, and a broker started again at once found its port "in use". So every
+    thread counts, not only the main one.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,10 +75,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return True
+        return True  # no /proc: the signal says it exists
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                if f.read().split(") ", 1)[1][0] not in "ZX":
+                    return True
+        except (OSError, IndexError):
+            continue  # the thread is gone
+    return False
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -80,6 +93,48 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
+    except OSError:
+        return False
+
+
+def port_holder(port: int) -> str:
+    """Who listens on TCP ``port`` (any address), as ``pid N (command line)``; "" when unknown.
+
+    Reads ``/proc/net/tcp{,6}`` for a listening socket on the port and looks for its inode among
+    the open files of every process this user may inspect (Linux only; elsewhere, or for another
+    user's process, the answer is "").
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return ""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and any(_holds(fds, inodes) for fds in _fd_dirs(proc)):
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            return f"pid {proc.name} ({cmd[:200] or 'exiting'})"
+    return ""
+
+
+def _fd_dirs(proc: Path) -> Iterator[Path]:
+    """The process's open-file folder, then its threads' (a zombie main thread shows none)."""
+    yield proc / "fd"
+    try:
+        yield from (task / "fd" for task in (proc / "task").iterdir())
+    except OSError:
+        return
+
+
+def _holds(fds: Path, inodes: set[str]) -> bool:
+    try:
+        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
     except OSError:
         return False
 
@@ -163,7 +218,9 @@ def start_process(
         StackError: the port is taken, the binary is missing, or the process died or never listened.
     """
     if port is not None and host is not None and port_open(host, port):
-        raise StackError(f"{name}: port {port} on {host} is already in use by another process")
+        holder = port_holder(port)
+        raise StackError(f"{name}: port {port} on {host} is already in use by another process"
+                         + (f": {holder}" if holder else ""))
     logs = log_dir(state_dir)
     logs.mkdir(parents=True, exist_ok=True)
     run_dir(state_dir).mkdir(parents=True, exist_ok=True)

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from infra.processes import ProcessRecord, list_records, read_record, run_dir, sigterm_as_exit, write_record
+import pytest
+
+from infra.errors import StackError
+from infra.processes import (
+    ProcessRecord,
+    list_records,
+    pid_alive,
+    port_holder,
+    port_open,
+    read_record,
+    run_dir,
+    sigterm_as_exit,
+    start_process,
+    write_record,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -59,3 +76,44 @@ def test_sigterm_as_exit_puts_the_previous_handler_back() -> None:
     with sigterm_as_exit():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_taken_port_names_the_process_that_listens_on_it(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert port_holder(port) == ""  # bound, not listening
+        s.listen()
+        assert port_holder(port).startswith(f"pid {os.getpid()} (")
+        with pytest.raises(StackError, match=f"port {port} on 127.0.0.1 is already in use by another process: "
+                                             f"pid {os.getpid()} "):
+            start_process(tmp_path, "broker", [sys.executable, "-c", "pass"], host="127.0.0.1", port=port)
+    assert port_holder(port) == ""
+
+
+EXIT_THREAD = {"x86_64": 60, "aarch64": 93}  # SYS_exit: ends the calling thread only
+
+
+@pytest.mark.skipif(platform.machine() not in EXIT_THREAD or not Path("/proc/self/task").is_dir(),
+                    reason="needs Linux on x86_64 or aarch64")
+def test_a_process_whose_main_thread_is_a_zombie_is_alive_while_another_thread_runs() -> None:
+    """The killed broker's case: its main thread had exited, another still held the listening socket."""
+    code = ("import ctypes, socket, threading, time\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True)\n"
+            "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+            f"ctypes.CDLL(None).syscall({EXIT_THREAD[platform.machine()]}, 0)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{proc.pid}/stat").read_text().split(") ", 1)[1][0] != "Z":
+            assert time.monotonic() < deadline, "the main thread did not exit"
+            time.sleep(0.01)
+        assert port_open("127.0.0.1", port)
+        assert pid_alive(proc.pid)  # the old check (main thread only) said dead here
+        assert port_holder(port).startswith(f"pid {proc.pid} (")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert not pid_alive(proc.pid)
