@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog="example:\n  mmads bench serving --quick --json runs/bench/serving.json")
     p.add_argument("name", choices=BENCHMARKS, help="which benchmark")
     p.add_argument("--quick", action="store_true",
-                   help="small sizes: minutes, not hours (streaming takes over 25 min on 2 cores)")
+                   help="small sizes: minutes, not hours (streaming: 12 min on 2 cores with native bf16, "
+                        "much longer where the CPU emulates bf16)")
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--bursty", action="store_true",
                    help="streaming only: replay in bursts (a log second's events at once) and measure freshness")
