@@ -117,26 +117,39 @@ def port_holder(port: int) -> str:
     if not inodes:
         return ""
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and any(_holds(fds, inodes) for fds in _fd_dirs(proc)):
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        if proc.name.isdigit() and _open_files(proc) & inodes:
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:  # it exited meanwhile
+                cmd = ""
             return f"pid {proc.name} ({cmd[:200] or 'exiting'})"
     return ""
 
 
-def _fd_dirs(proc: Path) -> Iterator[Path]:
-    """The process's open-file folder, then its threads' (a zombie main thread shows none)."""
-    yield proc / "fd"
-    try:
-        yield from (task / "fd" for task in (proc / "task").iterdir())
-    except OSError:
-        return
+def _open_files(proc: Path) -> set[str]:
+    """What a process's fds point at; read from its threads when its main thread (a zombie) shows none."""
+    found = _links(proc / "fd")
+    if not found:
+        try:
+            for task in (proc / "task").iterdir():
+                found |= _links(task / "fd")
+        except OSError:
+            pass
+    return found
 
 
-def _holds(fds: Path, inodes: set[str]) -> bool:
+def _links(fds: Path) -> set[str]:
+    """The targets of the links in an ``fd`` folder (empty when it cannot be read)."""
+    out = set()
     try:
-        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
+        for fd in fds.iterdir():
+            try:
+                out.add(os.readlink(fd))
+            except OSError:
+                continue  # closed meanwhile
     except OSError:
-        return False
+        pass
+    return out
 
 
 def free_port(host: str = "127.0.0.1") -> int:
