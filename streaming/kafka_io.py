@@ -79,7 +79,7 @@ def make_consumer(
         topics: topics to subscribe to (empty: the caller assigns partitions itself).
         group: the consumer group id (None: no group, no commits).
         client_id: shows up in broker logs.
-        listener: a ``ConsumerRebalanceListener`` for the subscription.
+        listener: a rebalance listener (``ConsumerRebalanceListener`` or its async variant).
         max_poll_records: upper bound of records returned by one ``poll``.
         overrides: extra ``KafkaConsumer`` options.
 

@@ -15,6 +15,15 @@ The job's logic lives in a :class:`Processor`:
 
 SIGINT/SIGTERM finish the current batch, flush, commit and close.
 
+Rebalances: kafka-python 3 runs the rebalance listener on its IO thread, while the loop's thread
+waits inside ``poll`` (or ``close``) for it, so the listener may flush the processor but must not
+block on the client: it commits with ``commit_async`` and awaits the result. A batch that was
+collecting records when partitions were revoked waits until the new assignment is known (the
+processor dropped the state of every revoked partition meanwhile), then keeps the records of the
+partitions this process kept: kafka-python keeps their fetch positions, so they do not come
+again. Those of partitions that moved are dropped (the new owner reads them from the commit), and
+so are those of partitions lost (they restart from the commit).
+
 Every loop reports to the process's Prometheus metrics (:mod:`streaming.metrics`): outcomes, dead
 letters by reason class, the commit phase, lag, and the heartbeat and partitions behind ``/healthz``
 and ``/readyz``.
@@ -41,7 +50,7 @@ from streaming.stats import JobStats, StatsWriter
 
 with warnings.catch_warnings():  # kafka-python 3 reads its protocol schemas with deprecated importlib calls
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import ConsumerRebalanceListener
+    from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -149,11 +158,16 @@ def retry_with_backoff(fn: Callable[[], T], what: str, stop: threading.Event, ma
             delay = min(delay * 2, max_backoff_s)
 
 
-def poll_batch(consumer: Any, batch_size: int, max_wait_ms: int, idle_wait_ms: int) -> list[Any]:
+def poll_batch(consumer: Any, batch_size: int, max_wait_ms: int, idle_wait_ms: int,
+               epoch: Callable[[], int] = lambda: 0,
+               settle: Callable[[list[Any]], list[Any]] = lambda records: records) -> list[Any]:
     """Collect one micro-batch.
 
     Waits up to ``idle_wait_ms`` for a first record, then up to ``max_wait_ms`` more for the batch
-    to fill, returning early when the broker has nothing more right now.
+    to fill, returning early when the broker has nothing more right now. ``epoch`` counts the
+    rebalances that took partitions so far: when it moves during a ``poll``, the records collected
+    before that poll go through ``settle`` (which waits for the new assignment and keeps what is
+    still this consumer's).
     """
     first = consumer.poll(timeout_ms=idle_wait_ms, max_records=batch_size)
     records = [r for part in first.values() for r in part]
@@ -164,55 +178,72 @@ def poll_batch(consumer: Any, batch_size: int, max_wait_ms: int, idle_wait_ms: i
         left_ms = int((deadline - time.monotonic()) * 1000)
         if left_ms <= 0:
             break
+        before = epoch()
         more = consumer.poll(timeout_ms=min(left_ms, 20), max_records=batch_size - len(records))
         got = [r for part in more.values() for r in part]
+        if epoch() != before:
+            records = settle(records)
+        records.extend(got)
         if not got:
             break
-        records.extend(got)
     return records
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    """kafka-python rebalance listener: flush + commit before partitions go, restore when they come."""
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Flush and commit before partitions go, restore them when they come.
+
+    kafka-python calls these on its IO thread while the loop's thread waits in ``poll`` or ``close``:
+    the processor is not in use, but the client's blocking calls are refused there, so the commit
+    is ``commit_async``, awaited.
+    """
 
     def __init__(self, loop: ConsumerLoop) -> None:
         self.loop = loop
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        parts = [(tp.topic, tp.partition) for tp in revoked]
-        gone = {f"{t}:{p}" for t, p in parts}
-        self.loop.stats.assigned = [tp for tp in self.loop.stats.assigned if tp not in gone]
-        if parts:
-            self.loop.commit_point("rebalance")
-            self.loop.forget(parts)
-            self.loop.processor.on_revoked(parts)
-        self.loop.metrics.set_assigned(len(self.loop.stats.assigned))
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Flush what was processed and commit it while this process still owns the partitions."""
+        await self._drop(revoked, commit=True)
 
-    def on_partitions_lost(self, lost: Any) -> None:
+    async def on_partitions_lost(self, lost: Any) -> None:
         """The group no longer knows this member (a broker that restarted forgets its groups).
 
-        A commit would be refused, and kafka-python calls this on its IO thread, where the blocking
-        commit of :meth:`on_partitions_revoked` cannot run: flush what was processed, drop the
-        partitions and commit nothing. The next owner re-reads from the last commit; the writes are
-        idempotent (the crash path).
+        A commit would be refused: flush what was processed, drop the partitions and commit nothing.
+        The next owner re-reads from the last commit; the writes are idempotent (the crash path).
         """
-        parts = [(tp.topic, tp.partition) for tp in lost]
-        gone = {f"{t}:{p}" for t, p in parts}
-        self.loop.stats.assigned = [tp for tp in self.loop.stats.assigned if tp not in gone]
-        if parts:
-            logger.warning("group membership lost: dropping %s without a commit", sorted(parts))
-            self.loop.commit_point("lost", commit=False)
-            self.loop.forget(parts)
-            self.loop.processor.on_revoked(parts)
+        if lost:
+            logger.warning("group membership lost: dropping %s without a commit",
+                           sorted((tp.topic, tp.partition) for tp in lost))
+        await self._drop(lost, commit=False)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    async def _drop(self, partitions: Any, commit: bool) -> None:
+        loop = self.loop
+        parts = [(tp.topic, tp.partition) for tp in partitions]
+        gone = {f"{t}:{p}" for t, p in parts}
+        loop.stats.assigned = [tp for tp in loop.stats.assigned if tp not in gone]
+        if parts:
+            loop.revocations += 1
+            loop.rebalancing = True
+            if not commit:
+                loop.reset.update(parts)
+            if not loop.closing:  # the loop's last commit point already ran (or was skipped on purpose)
+                todo = loop.flush_point("rebalance" if commit else "lost", commit=commit)
+                if todo:
+                    await loop.commit_async(todo)
+            loop.forget(parts)
+            loop.processor.on_revoked(parts)
+        loop.metrics.set_assigned(len(loop.stats.assigned))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        """Restore the new partitions' state."""
+        loop = self.loop
+        loop.rebalancing = False
         parts = [(tp.topic, tp.partition) for tp in assigned]
         logger.info("assigned partitions %s", sorted(parts))
         if parts:
-            self.loop.processor.on_assigned(parts)
-        self.loop.stats.assigned = sorted({*self.loop.stats.assigned, *(f"{t}:{p}" for t, p in parts)})
-        self.loop.metrics.set_assigned(len(self.loop.stats.assigned))
-        self.loop.stats_writer.write()
+            loop.processor.on_assigned(parts)
+        loop.stats.assigned = sorted({*loop.stats.assigned, *(f"{t}:{p}" for t, p in parts)})
+        loop.metrics.set_assigned(len(loop.stats.assigned))
+        loop.stats_writer.write()
 
 
 class ConsumerLoop:
@@ -249,6 +280,28 @@ class ConsumerLoop:
         self._next: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
         self._processed_at_commit = 0
+        self.revocations = 0  # rebalances that took partitions so far (see poll_batch)
+        self.rebalancing = False  # partitions were revoked and the new assignment is not known yet
+        self.reset: set[tuple[str, int]] = set()  # lost during the current poll_batch: they restart at the commit
+        self.closing = False  # set before the consumer closes: its revocation neither flushes nor commits
+
+    def settle(self, records: list[Any]) -> list[Any]:
+        """Of records polled before a revocation, those still this process's once the rebalance ends.
+
+        Polls (heartbeating ``/healthz``) until the new assignment is known, then keeps the records
+        of the partitions kept, followed by what the polls returned after the assignment. A partition
+        that moved is read by its new owner from the commit, and a lost one restarts at the commit
+        here; a kept partition keeps its fetch position (kafka-python 3 keeps the state of the
+        partitions present before and after). Stopping mid-rebalance keeps nothing.
+        """
+        after: list[Any] = []
+        while self.rebalancing and not self.stop.is_set():
+            self.metrics.heartbeat()
+            after.extend(r for part in self.consumer.poll(timeout_ms=100).values() for r in part)
+        if self.rebalancing:
+            return []
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()} - self.reset
+        return [r for r in records if (r.topic, r.partition) in owned] + after
 
     def forget(self, parts: list[tuple[str, int]]) -> None:
         """Drop bookkeeping of partitions this process no longer owns."""
@@ -259,36 +312,61 @@ class ConsumerLoop:
     def commit_point(self, why: str, *, commit: bool = True) -> None:
         """Flush the processor and the dead letters, then commit what is final (timed as ``commit``).
 
-        ``commit`` False: flush only (group membership lost, or the broker lost the topic).
+        ``commit`` False: flush only (the broker lost the topic).
         """
         with timed("commit"):
-            self._commit_point(why, commit)
+            todo = self._flush_point(why, commit)
+            if todo:
+                from kafka.errors import KafkaError
+                from kafka.structs import OffsetAndMetadata, TopicPartition
+
+                try:
+                    self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                          for (t, p), o in todo.items()})
+                except KafkaError as exc:
+                    # E.g. a rebalance took the partitions: the new owner re-reads them (writes are idempotent).
+                    logger.warning("commit of %s failed (%s): the data will be re-delivered", todo, exc)
+                else:
+                    self._committed_now(todo, why)
         self.metrics.sync_counts(self.stats.written, self.stats.dead_lettered)
 
-    def _commit_point(self, why: str, commit: bool) -> None:
-        retries = self.stats.retries
-        retry_with_backoff(self.processor.flush, "flush", self.stop, self.settings.max_backoff_s, self.stats,
-                           self.metrics.heartbeat)
-        # a retried flush retries the durable writes of every message consumed since the last commit
-        self.metrics.retried((self.stats.retries - retries) * (self.stats.processed - self._processed_at_commit))
-        self.dlq.flush()
-        if not commit:
-            return
-        held = self.processor.held_offsets()
-        offsets = {p: min(nxt, held.get(p, nxt)) for p, nxt in self._next.items()}
-        todo = {p: o for p, o in offsets.items() if self._committed.get(p) != o}
-        if not todo:
-            return
+    def flush_point(self, why: str, *, commit: bool) -> dict[tuple[str, int], int]:
+        """Flush the processor and the dead letters (timed as ``commit``); returns the offsets to commit.
+
+        For the rebalance listener, which commits them itself (:meth:`commit_async`).
+        """
+        with timed("commit"):
+            todo = self._flush_point(why, commit)
+        self.metrics.sync_counts(self.stats.written, self.stats.dead_lettered)
+        return todo
+
+    async def commit_async(self, todo: dict[tuple[str, int], int]) -> None:
+        """Commit ``todo`` from the client's IO thread (a rebalance listener), awaiting the broker."""
         from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
         try:
-            self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                  for (t, p), o in todo.items()})
+            await self.consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                              for (t, p), o in todo.items()})
         except KafkaError as exc:
-            # E.g. a rebalance took the partitions: the new owner re-reads them (writes are idempotent).
             logger.warning("commit of %s failed (%s): the data will be re-delivered", todo, exc)
-            return
+        else:
+            self._committed_now(todo, "rebalance")
+
+    def _flush_point(self, why: str, commit: bool) -> dict[tuple[str, int], int]:
+        retries = self.stats.retries
+        retry_with_backoff(self.processor.flush, f"flush ({why})", self.stop, self.settings.max_backoff_s,
+                           self.stats, self.metrics.heartbeat)
+        # a retried flush retries the durable writes of every message consumed since the last commit
+        self.metrics.retried((self.stats.retries - retries) * (self.stats.processed - self._processed_at_commit))
+        self.dlq.flush()
+        if not commit:
+            return {}
+        held = self.processor.held_offsets()
+        offsets = {p: min(nxt, held.get(p, nxt)) for p, nxt in self._next.items()}
+        return {p: o for p, o in offsets.items() if self._committed.get(p) != o}
+
+    def _committed_now(self, todo: dict[tuple[str, int], int], why: str) -> None:
         self._committed.update(todo)
         self._processed_at_commit = self.stats.processed
         self.metrics.committed()
@@ -302,7 +380,9 @@ class ConsumerLoop:
         retries = self.stats.retries
         letters = retry_with_backoff(lambda: self.processor.process(records), "batch", self.stop,
                                      self.settings.max_backoff_s, self.stats, self.metrics.heartbeat)
-        self.metrics.retried((self.stats.retries - retries) * len(records))
+        # an empty poll's retried call is a flush: it retries what was consumed since the last commit
+        self.metrics.retried((self.stats.retries - retries)
+                             * (len(records) or self.stats.processed - self._processed_at_commit))
         for letter in letters:
             self.dlq.send(letter)
             self.metrics.dead_letter(reason_class(letter.error))
@@ -325,7 +405,9 @@ class ConsumerLoop:
         try:
             while not self.stop.is_set():
                 self.metrics.heartbeat()
-                records = poll_batch(self.consumer, s.batch_size, s.max_wait_ms, idle_wait_ms=100)
+                self.reset.clear()
+                records = poll_batch(self.consumer, s.batch_size, s.max_wait_ms, idle_wait_ms=100,
+                                     epoch=lambda: self.revocations, settle=self.settle)
                 if self.watch is not None:
                     self.watch.observe(records, self._next)
                 self._handle(records)
@@ -350,11 +432,14 @@ class ConsumerLoop:
             # Only reached when stopping while a sink is down: nothing unwritten was committed.
             logger.error("stopping with a sink down; uncommitted data will be re-delivered: %s", exc)
         finally:
-            self.stats_writer.write()
-            logger.info("final: %s", self.stats.summary())
-            self.metrics.close()
-            self.processor.close()
-            self.consumer.close(autocommit=False)
+            self.closing = True
+            try:
+                self.consumer.close(autocommit=False)
+            finally:
+                self.stats_writer.write()
+                logger.info("final: %s", self.stats.summary())
+                self.metrics.close()
+                self.processor.close()
         return self.stats
 
 

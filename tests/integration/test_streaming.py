@@ -325,6 +325,59 @@ def test_behavior_job_killed_mid_stream_rebuilds_exact_histories(base_cfg: Mmads
     assert jobs[1].stop() == 0
 
 
+def test_behavior_jobs_rebalanced_mid_stream_commit_and_keep_exact_histories(base_cfg: MmadsConfig,
+                                                                             jobs: list[Job]) -> None:
+    # No periodic commit: a job commits only when partitions are revoked (from kafka-python's IO
+    # thread, in the rebalance listener) and when it stops. A second job joins while events flow (the
+    # first one's partitions are revoked mid-batch), then the first one leaves while they still flow.
+    cfg, first = _isolated(base_cfg, streaming={"offline_flush_s": 600.0, "offline_flush_rows": 10**9})
+    item_ids = np.arange(first, first + 100, dtype=np.int64)
+    _index_directly(cfg, item_ids, seed=3)
+    beh = _behaviors(9000, users=60, items=item_ids, first_user=first, seed=4)
+    producer = threading.Thread(target=replay, args=(_dataset(cfg.state_dir, behaviors=beh), cfg, "behaviors"),
+                                kwargs={"rate": 300.0, "progress": False})
+    a = Job(cfg, "streaming.behavior_job")
+    jobs.append(a)
+    _wait(lambda: a.stats(cfg).get("assigned"), 90, "the first behavior job to own the partitions")
+    producer.start()
+    try:
+        b = Job(cfg, "streaming.behavior_job")
+        jobs.append(b)
+        _wait(lambda: a.stats(cfg).get("assigned") and b.stats(cfg).get("assigned"), 120,
+              "both jobs to own partitions")
+        assert int(a.stats(cfg)["commits"]) > 0  # type: ignore[call-overload]  # at its revocation
+        _wait(lambda: int(b.stats(cfg).get("written", 0)) > 0, 60, "the second job to apply events")
+        assert producer.is_alive(), "the producer finished before the first job left: slow the replay down"
+        assert a.stop() == 0
+        _wait(lambda: len(b.stats(cfg).get("assigned", [])) == 4, 60,  # type: ignore[arg-type]
+              "the second job to own every partition")
+        assert int(b.stats(cfg)["commits"]) > 0  # type: ignore[call-overload]  # at its own revocation
+    finally:
+        producer.join()
+    processed = [-1]
+
+    def settled() -> bool:
+        now, processed[0] = processed[0], int(b.stats(cfg).get("processed", 0))  # type: ignore[call-overload]
+        return now == processed[0]
+
+    _wait(lambda: settled() or time.sleep(2.0), 60, "the second job to process everything")
+    assert b.stop() == 0
+    assert committed_counts(cfg).get(cfg.kafka.topics.behaviors, 0) == len(beh)
+    for job in jobs:
+        log = job.log.read_text()
+        assert "Traceback" not in log and "rebalance listener" not in log, log[-3000:]
+    expected = _expected_histories(beh, cfg.model.history_len)
+    assert _online_histories(cfg, sorted(expected)) == expected
+    offline = read_offline(cfg, "user_behavior")
+    offline = offline[offline["user_id"].isin(list(expected))]
+    got = sorted((int(u), tuple(h), t) for u, h, t in zip(offline["user_id"], offline["hist_item_ids"],
+                                                         offline["event_timestamp"], strict=True))
+    snaps = history_snapshots(beh, cfg.model.history_len)
+    want = sorted((int(u), tuple(h), t) for u, h, t in zip(snaps["user_id"], snaps["hist_item_ids"],
+                                                          snaps["event_timestamp"], strict=True))
+    assert got == want  # each snapshot once: nothing lost, nothing written twice
+
+
 def test_malformed_behaviors_are_dead_lettered_and_the_job_keeps_going(base_cfg: MmadsConfig,
                                                                        jobs: list[Job]) -> None:
     # The scale: 10,000 good events among which 1,000 bad ones are mixed.
