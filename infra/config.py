@@ -94,12 +94,25 @@ class KafkaConfig(_Section):
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     fetch_max_wait_ms: int = Field(default=10, ge=0)
+    leave_group_on_close: bool | None = None
     topics: TopicsConfig = TopicsConfig()
 
     @property
     def embedded(self) -> bool:
         """True when mmads starts its own broker."""
         return self.bootstrap_servers is None
+
+    @property
+    def leaves_group_on_close(self) -> bool:
+        """Whether a stopping consumer sends LeaveGroup (``leave_group_on_close``; None: not to Tansu).
+
+        Tansu 0.6.0 wedges a group when a member leaves while a rebalance is in progress (two members
+        stopping within a few seconds): later members wait for partitions forever. Without a
+        LeaveGroup the group drops a stopped member after ``session_timeout_ms``, so the embedded
+        broker's groups rebalance a few seconds later instead of never; a Kafka cluster handles the
+        LeaveGroup and rebalances at once.
+        """
+        return not self.embedded if self.leave_group_on_close is None else self.leave_group_on_close
 
     @property
     def servers(self) -> str:

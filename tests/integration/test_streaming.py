@@ -378,6 +378,49 @@ def test_behavior_jobs_rebalanced_mid_stream_commit_and_keep_exact_histories(bas
     assert got == want  # each snapshot once: nothing lost, nothing written twice
 
 
+def test_a_group_whose_members_stop_together_takes_new_members(base_cfg: MmadsConfig) -> None:
+    # Tansu 0.6.0 wedged a group whose second member sent LeaveGroup while the rebalance the first
+    # one's LeaveGroup started was in progress: a new member then waited for partitions forever
+    # (90 s in each of 3 trials with a 2.5 s gap, and with none). Consumers on the embedded broker
+    # leave by session timeout instead.
+    cfg, _ = _isolated(base_cfg)
+    topic, group = cfg.kafka.topics.items, f"{cfg.kafka.group_prefix}-together"
+    publish(cfg, topic, [(str(i).encode(), b"{}") for i in range(400)])
+    stop = [threading.Event(), threading.Event()]
+    owned = [threading.Event(), threading.Event()]
+    errors: list[BaseException] = []
+
+    def member(k: int) -> None:
+        try:
+            consumer = make_consumer(cfg, [topic], group=group, client_id=f"member-{k}")
+            while not stop[k].is_set():
+                if consumer.poll(timeout_ms=100):
+                    consumer.commit()
+                if consumer.assignment():
+                    owned[k].set()
+            consumer.close(autocommit=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=member, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    _wait(lambda: all(o.is_set() for o in owned) or errors, 60, "both members to own partitions")
+    for s in stop:
+        s.set()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    newcomer = make_consumer(cfg, [topic], group=group, client_id="newcomer")
+    try:
+        deadline = time.monotonic() + 40  # the stopped members' session timeout, then one join
+        while not newcomer.assignment() and time.monotonic() < deadline:
+            newcomer.poll(timeout_ms=200)
+        assert len(newcomer.assignment()) == cfg.kafka.partitions
+    finally:
+        newcomer.close()
+
+
 def test_malformed_behaviors_are_dead_lettered_and_the_job_keeps_going(base_cfg: MmadsConfig,
                                                                        jobs: list[Job]) -> None:
     # The issue's scale: 10,000 good events among which 1,000 bad ones are mixed.
