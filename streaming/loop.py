@@ -189,6 +189,18 @@ def poll_batch(consumer: Any, batch_size: int, max_wait_ms: int, idle_wait_ms: i
     return records
 
 
+def _kafka_offsets(todo: dict[tuple[str, int], int]) -> dict[Any, Any]:
+    """``{(topic, partition): offset}`` as kafka-python's ``{TopicPartition: OffsetAndMetadata}``."""
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in todo.items()}
+
+
+def _commit_failed(todo: dict[tuple[str, int], int], exc: Exception) -> None:
+    # E.g. a rebalance took the partitions: the new owner re-reads them (the writes are idempotent).
+    logger.warning("commit of %s failed (%s): the data will be re-delivered", todo, exc)
+
+
 class _Rebalance(AsyncConsumerRebalanceListener):
     """Flush and commit before partitions go, restore them when they come.
 
@@ -318,14 +330,11 @@ class ConsumerLoop:
             todo = self._flush_point(why, commit)
             if todo:
                 from kafka.errors import KafkaError
-                from kafka.structs import OffsetAndMetadata, TopicPartition
 
                 try:
-                    self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                          for (t, p), o in todo.items()})
+                    self.consumer.commit(_kafka_offsets(todo))
                 except KafkaError as exc:
-                    # E.g. a rebalance took the partitions: the new owner re-reads them (writes are idempotent).
-                    logger.warning("commit of %s failed (%s): the data will be re-delivered", todo, exc)
+                    _commit_failed(todo, exc)
                 else:
                     self._committed_now(todo, why)
         self.metrics.sync_counts(self.stats.written, self.stats.dead_lettered)
@@ -343,13 +352,11 @@ class ConsumerLoop:
     async def commit_async(self, todo: dict[tuple[str, int], int]) -> None:
         """Commit ``todo`` from the client's IO thread (a rebalance listener), awaiting the broker."""
         from kafka.errors import KafkaError
-        from kafka.structs import OffsetAndMetadata, TopicPartition
 
         try:
-            await self.consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                              for (t, p), o in todo.items()})
+            await self.consumer.commit_async(_kafka_offsets(todo))
         except KafkaError as exc:
-            logger.warning("commit of %s failed (%s): the data will be re-delivered", todo, exc)
+            _commit_failed(todo, exc)
         else:
             self._committed_now(todo, "rebalance")
 
