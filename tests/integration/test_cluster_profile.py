@@ -50,6 +50,7 @@ def test_main_job_in_the_cluster_profile(tmp_path: Path, services: MmadsConfig, 
     env.update({
         "MMADS_PROFILE": "cluster",
         "MMADS_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{services.kafka.port}",
+        "MMADS_KAFKA__LEAVE_GROUP_ON_CLOSE": "false",  # the external broker here is Tansu too
         "MMADS_MILVUS__URI": f"http://127.0.0.1:{services.milvus.port}",
         "MMADS_FEAST__ONLINE_STORE": "redis",
         "MMADS_FEAST__REDIS_CONNECTION_STRING": redis_conn,

@@ -116,3 +116,12 @@ def test_spark_master_defaults_to_local_cores_and_sc_is_spark_connect():
 def test_unknown_offline_store_is_an_error():
     with pytest.raises(ConfigError, match=r"feast\.offline_store.*bigquery"):
         load_config(env={"MMADS_FEAST__OFFLINE_STORE": "bigquery"})
+
+
+def test_consumers_leave_groups_by_leavegroup_only_on_an_external_cluster_unless_told():
+    # Tansu (the embedded broker) wedges a group on a LeaveGroup during a rebalance
+    assert not load_config(env={}).kafka.leaves_group_on_close
+    external = {"MMADS_KAFKA__BOOTSTRAP_SERVERS": "kafka:9092"}
+    assert load_config(env=external).kafka.leaves_group_on_close
+    assert not load_config(env={**external, "MMADS_KAFKA__LEAVE_GROUP_ON_CLOSE": "false"}).kafka.leaves_group_on_close
+    assert load_config(env={"MMADS_KAFKA__LEAVE_GROUP_ON_CLOSE": "true"}).kafka.leaves_group_on_close
