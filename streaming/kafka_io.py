@@ -40,13 +40,8 @@ class SlowStepFilter(logging.Filter):
         return found is None or float(found.group(1)) >= SLOW_STEP_WARN_S
 
 
-def _quiet_slow_steps() -> None:
-    selector = logging.getLogger("kafka.net.selector")
-    if not any(isinstance(f, SlowStepFilter) for f in selector.filters):
-        selector.addFilter(SlowStepFilter())
-
-
-def _check_crc32c() -> None:
+def _prepare_client() -> None:
+    """Before a client is made: warn once when crc32c is missing; quiet the sub-second slow-step lines."""
     global _crc_warned
     try:
         import crc32c  # noqa: F401
@@ -55,6 +50,9 @@ def _check_crc32c() -> None:
             logger.warning("crc32c is not installed: kafka-python checks CRCs in pure Python (~10x slower); "
                            "pip install 'kafka-python[crc32c]'")
             _crc_warned = True
+    selector = logging.getLogger("kafka.net.selector")
+    if not any(isinstance(f, SlowStepFilter) for f in selector.filters):
+        selector.addFilter(SlowStepFilter())
 
 
 def group_id(cfg: MmadsConfig, job: str) -> str:
@@ -76,8 +74,7 @@ def make_producer(cfg: MmadsConfig, *, client_id: str = "mmads-producer", **over
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    _check_crc32c()
-    _quiet_slow_steps()
+    _prepare_client()
     opts: dict[str, Any] = {"linger_ms": 5, "acks": 1, "client_id": client_id, "retries": 5}
     opts.update(overrides)
     try:
@@ -113,8 +110,7 @@ def make_consumer(
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    _check_crc32c()
-    _quiet_slow_steps()
+    _prepare_client()
     k = cfg.kafka
     opts: dict[str, Any] = {
         "group_id": group, "client_id": client_id, "enable_auto_commit": False,

@@ -321,13 +321,10 @@ class ConsumerLoop:
             self._next.pop(p, None)
             self._committed.pop(p, None)
 
-    def commit_point(self, why: str, *, commit: bool = True) -> None:
-        """Flush the processor and the dead letters, then commit what is final (timed as ``commit``).
-
-        ``commit`` False: flush only (the broker lost the topic).
-        """
+    def commit_point(self, why: str) -> None:
+        """Flush the processor and the dead letters, then commit what is final (timed as ``commit``)."""
         with timed("commit"):
-            todo = self._flush_point(why, commit)
+            todo = self._flush_point(why, commit=True)
             if todo:
                 from kafka.errors import KafkaError
 
