@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, cast
 
@@ -157,14 +158,15 @@ class BehaviorJob:
     Args:
         cfg: the configuration.
         cache: which items are indexed (their vectors by id).
-        write_users: writes ``user_behavior`` rows online in one call (:func:`feast_user_writer`).
+        write_users: writes ``user_behavior`` rows (an Arrow table of :data:`feature_repo.schema.USER_SCHEMA`, one row
+            per user) online in one call (:func:`feast_user_writer`).
         write_changelog: makes ``(partition, user_id, value)`` changelog records durable
             (:func:`kafka_changelog_writer`).
         stats: counters to update.
         freshness: where freshness samples go (None: not recorded).
     """
 
-    def __init__(self, cfg: MmadsConfig, cache: ItemCache, write_users: Callable[[pd.DataFrame], None],
+    def __init__(self, cfg: MmadsConfig, cache: ItemCache, write_users: Callable[[pa.Table], None],
                  write_changelog: Callable[[list[tuple[int, int, bytes]]], None], stats: JobStats,
                  freshness: FreshnessLog | None = None) -> None:
         self.cfg = cfg
@@ -208,15 +210,8 @@ class BehaviorJob:
     def _write_online(self, work: _BatchWork) -> None:
         """One Feast online write of every user changed by the batch (their latest state)."""
         snaps = list({snap.user_id: snap for snap, _ in work.applied}.values())
-        rows = pd.DataFrame({
-            "user_id": np.array([s.user_id for s in snaps], dtype=np.int64),
-            "hist_item_ids": [list(s.hist_item_ids) for s in snaps],
-            "hist_ts": [list(s.hist_ts) for s in snaps],
-            "last_event_ts": pd.to_datetime(_epoch_ns(s.last_event_ts for s in snaps), utc=True),
-            "event_timestamp": pd.to_datetime(_epoch_ns(s.event_timestamp for s in snaps), utc=True),
-        })
         with timed("feast"):
-            self.write_users(rows)
+            self.write_users(self.snapshot_table(snaps))
         if self.freshness is not None:
             self.freshness.record(np.array([s.user_id for s, _ in work.applied]),
                                   np.array([r.timestamp for _, r in work.applied]), int(time.time() * 1000))
@@ -241,8 +236,9 @@ class BehaviorJob:
         """Offline ``user_behavior`` rows, one per snapshot, built column-wise in Arrow."""
         lengths = np.fromiter((len(s.hist_item_ids) for s in snaps), dtype=np.int64, count=len(snaps))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        flat_ids = np.fromiter((i for s in snaps for i in s.hist_item_ids), dtype=np.int64, count=int(lengths.sum()))
-        flat_ts = np.fromiter((t for s in snaps for t in s.hist_ts), dtype=np.int64, count=int(lengths.sum()))
+        total = int(lengths.sum())  # chain.from_iterable walks the tuples in C (a generator: 50 ns an element)
+        flat_ids = np.fromiter(chain.from_iterable(s.hist_item_ids for s in snaps), dtype=np.int64, count=total)
+        flat_ts = np.fromiter(chain.from_iterable(s.hist_ts for s in snaps), dtype=np.int64, count=total)
         ts_type = pa.timestamp("us", tz="UTC")
         last = _epoch_ns(s.last_event_ts for s in snaps) // 1000  # floored to µs, as .as_unit("us") has it
         event = _epoch_ns(s.event_timestamp for s in snaps) // 1000
@@ -310,9 +306,9 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def feast_user_writer(store: Any) -> Callable[[pd.DataFrame], None]:
+def feast_user_writer(store: Any) -> Callable[[pa.Table], None]:
     """A ``write_users`` for :class:`BehaviorJob` that writes to Feast online (failures retried)."""
-    def write(rows: pd.DataFrame) -> None:
+    def write(rows: pa.Table) -> None:
         feast_call("write user_behavior online", lambda: write_online_users(store, rows))
     return write
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
@@ -32,7 +32,7 @@ from pydantic import (
     field_validator,
 )
 
-from infra.contract import RESERVED_ITEM_FIELDS, TimeWindow, check_time
+from infra.contract import MAX_TIME, MIN_TIME, RESERVED_ITEM_FIELDS, TimeWindow, check_time
 from infra.dataset import Dataset
 from infra.errors import InvalidEventError
 from infra.ids import InvalidIdError, id_to_int64
@@ -79,7 +79,6 @@ class ItemEvent(_Event):
     created_at: AwareDatetime
 
     _ids = field_validator("item_id", mode="before")(_id_value)
-    _time = field_validator("created_at")(_check_time)
 
     @property
     def side_features(self) -> dict[str, Any]:
@@ -112,7 +111,6 @@ class BehaviorEvent(_Event):
     ts: AwareDatetime
 
     _ids = field_validator("user_id", "item_id", mode="before")(_id_value)
-    _time = field_validator("ts")(_check_time)
 
     def key(self) -> int:
         """The entity id the event is keyed by."""
@@ -128,17 +126,35 @@ class ImpressionEvent(_Event):
     ts: AwareDatetime
 
     _ids = field_validator("user_id", "item_id", mode="before")(_id_value)
-    _time = field_validator("ts")(_check_time)
 
     def key(self) -> int:
         """The entity id the event is keyed by."""
         return self.user_id
 
 
+class _CheckedItem(ItemEvent):
+    _time = field_validator("created_at")(_check_time)
+
+
+class _CheckedBehavior(BehaviorEvent):
+    _time = field_validator("ts")(_check_time)
+
+
+class _CheckedImpression(ImpressionEvent):
+    _time = field_validator("ts")(_check_time)
+
+
 Event = ItemEvent | BehaviorEvent | ImpressionEvent
 SCHEMAS: dict[TopicKind, type[_Event]] = {
     "items": ItemEvent, "behaviors": BehaviorEvent, "impressions": ImpressionEvent,
 }
+# the same schemas with the time rule (infra.contract.check_time) as a field validator: the slow path
+_CHECKED: dict[TopicKind, type[_Event]] = {
+    "items": _CheckedItem, "behaviors": _CheckedBehavior, "impressions": _CheckedImpression,
+}
+TIME_FIELDS: dict[TopicKind, str] = {"items": "created_at", "behaviors": "ts", "impressions": "ts"}
+_ZERO = timedelta(0)
+_FIRST_FULL_YEAR, _LAST_FULL_YEAR = MIN_TIME.year + 1, MAX_TIME.year - 1
 
 
 def _reason(exc: ValidationError) -> str:
@@ -175,8 +191,23 @@ def parse_event(kind: TopicKind, raw: bytes | None, window: TimeWindow | None = 
     """
     if not raw:
         raise InvalidEventError("empty message value", raw)
+    # Fast path: the schema without Python validators (the time validator was half the job's parse
+    # time), then the time rule checked inline. Anything else (an invalid value, a time outside the
+    # rule, a non-UTC offset to normalise) is validated again by the checked schema, which gives
+    # the one reason text and the UTC time.
     try:
-        return SCHEMAS[kind].model_validate_json(raw, context={"window": window})  # type: ignore[return-value]
+        event = SCHEMAS[kind].model_validate_json(raw)
+    except ValidationError:
+        event = None
+    if event is not None:
+        t: datetime = getattr(event, TIME_FIELDS[kind])
+        # the years strictly inside nanosecond time's range, compared as ints (an aware datetime
+        # comparison costs 1.3 us); the edge years take the exact check of the slow path
+        if (_FIRST_FULL_YEAR <= t.year <= _LAST_FULL_YEAR and t.utcoffset() == _ZERO
+                and (window is None or window[0] <= t < window[1])):
+            return event  # type: ignore[return-value]
+    try:
+        return _CHECKED[kind].model_validate_json(raw, context={"window": window})  # type: ignore[return-value]
     except ValidationError as exc:
         raise InvalidEventError(_reason(exc), raw) from None
 

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from feature_repo.history import history_snapshots
+from feature_repo.schema import USER_SCHEMA
 from infra.config import MmadsConfig, load_config
 from infra.errors import StackError
 from streaming.behavior_job import BehaviorJob
@@ -36,21 +38,22 @@ class Harness:
         rng = np.random.default_rng(0)
         self.vectors = {i: rng.normal(size=DIM).astype(np.float32) for i in range(100)}
         self.known = set(known)
-        self.online: list[pd.DataFrame] = []
+        self.online: list[pa.Table] = []
         self.changelog: list[tuple[int, int, bytes]] = []
         self.fail_online = False
         cache = ItemCache(DIM, lambda ids: {i: self.vectors[i] for i in ids if i in self.known}, recheck_s=0.0)
         self.job = BehaviorJob(cfg, cache, self._write_users, self.changelog.extend, JobStats(job="behaviors"))
 
-    def _write_users(self, rows: pd.DataFrame) -> None:
+    def _write_users(self, rows: pa.Table) -> None:
         if self.fail_online:
             raise StackError("feature store down")
         self.online.append(rows)
 
     def latest_online(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
-        for df in self.online:
-            for uid, ids in zip(df["user_id"], df["hist_item_ids"], strict=True):
+        for table in self.online:
+            assert table.schema.equals(USER_SCHEMA)
+            for uid, ids in zip(table["user_id"].to_pylist(), table["hist_item_ids"].to_pylist(), strict=True):
                 out[int(uid)] = list(ids)
         return out
 
@@ -92,7 +95,7 @@ def test_online_rows_equal_the_batch_step(tmp_path: Path) -> None:
         assert h.job.process(recs[s:s + 17]) == []
     assert h.latest_online() == _expected(df, 3)
     batch = history_snapshots(df, 3)
-    row = h.online[-1].iloc[0]
+    row = h.online[-1].to_pandas().iloc[0]
     assert list(row.index) == ["user_id", "hist_item_ids", "hist_ts", "last_event_ts", "event_timestamp"]  # lean
     last = batch[batch["user_id"] == row["user_id"]].iloc[-1]
     assert list(row["hist_ts"]) == list(last["hist_ts"])  # per-item times, the batch step's

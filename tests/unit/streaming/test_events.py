@@ -157,3 +157,29 @@ def test_dead_letter_keeps_exact_bytes_and_metadata() -> None:
     assert doc["error"] == "bad JSON: x"
     text = parse_dead_letter(DeadLetter.of(_Rec(b'{"a":1}'), "missing").to_json())
     assert text["original"] == '{"a":1}'
+
+
+@pytest.mark.parametrize("ts", [
+    "1677-09-21T00:12:43.145225Z", "1677-09-21T00:12:43.145224Z", "1678-01-01T00:00:00Z",  # the edges
+    "2261-12-31T23:59:59.999999Z", "2262-04-11T23:47:16.854775Z", "2262-04-11T23:47:16.854776Z",
+    "2024-05-01T12:00:00+02:00", "2024-05-01T12:00:00-00:00", "2024-05-01T12:00:00+00:00",
+    "2099-12-31T23:59:59.999999Z", "2100-01-01T00:00:00Z",
+])
+@pytest.mark.parametrize("kind", ["behaviors", "impressions", "items"])
+def test_the_fast_path_agrees_with_the_checked_schema(ts: str, kind: str) -> None:
+    """parse_event's inline time check accepts exactly what the schema with the time validator accepts."""
+    from streaming.events import _CHECKED, TIME_FIELDS
+
+    base = {"behaviors": BEHAVIOR, "impressions": {"user_id": 1, "item_id": 2, "clicked": 0, "ts": ""},
+            "items": ITEM}[kind]
+    raw = _raw({**base, TIME_FIELDS[kind]: ts})  # type: ignore[index]
+    for window in (None, (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))):
+        try:
+            want = _CHECKED[kind].model_validate_json(raw, context={"window": window})  # type: ignore[index]
+        except ValueError:
+            with pytest.raises(InvalidEventError):
+                parse_event(kind, raw, window)  # type: ignore[arg-type]
+            continue
+        got = parse_event(kind, raw, window)  # type: ignore[arg-type]
+        assert isinstance(got, type(want).__mro__[1]) and got.model_dump() == want.model_dump()
+        assert getattr(got, TIME_FIELDS[kind]).utcoffset() == pd.Timedelta(0)  # type: ignore[index]
