@@ -1,8 +1,10 @@
 """The behavior-history step: one pure function that streaming (online) and training (batch) share.
 
 A user's state is the ids of the last ``N`` items they acted on, newest first, the time of each
-of those behaviors, and the time of their latest event. :func:`step` folds one behavior event into
-it and returns the new state and a snapshot (the row the ``user_behavior`` feature view stores).
+of those behaviors, and the time of their latest event, all times as integer epoch microseconds
+(UTC, floored: Feast's resolution), so the per-event step does integer work only. :func:`step`
+folds one behavior event into it and returns the new state and a snapshot (the row the
+``user_behavior`` feature view stores).
 :func:`history_snapshots` runs the same :func:`step` over a behaviors frame, which is how training
 sets are built from files.
 
@@ -11,7 +13,7 @@ Policy (documented contract):
 * **all actions count** (click, cart, purchase);
 * **a repeated item moves to the front**; the history never holds duplicates;
 * the history is **capped at N** (the oldest item drops out);
-* events are applied in arrival order; the state's ``last_event_ts`` is the maximum event time
+* events are applied in arrival order; the state's ``last_event_us`` is the maximum event time
   seen, and a snapshot's ``event_timestamp`` is that maximum, so snapshot times never go back and a
   late event can never put later items into an earlier snapshot (no leakage);
 * snapshots with equal ``event_timestamp`` for one user: the last one wins (Feast keeps one row);
@@ -57,8 +59,13 @@ TIME_RESOLUTION = pd.Timedelta(microseconds=1)  # Feast stores and joins timesta
 
 
 def to_us(ts: pd.Timestamp) -> int:
-    """A UTC timestamp as integer epoch microseconds (floored), the unit of ``hist_ts``."""
+    """A UTC timestamp as integer epoch microseconds (floored), the unit of every time in a history."""
     return int(ts.value) // 1000
+
+
+def from_us(us: int) -> pd.Timestamp:
+    """The UTC timestamp of integer epoch microseconds (the inverse of :func:`to_us` on whole µs)."""
+    return pd.Timestamp(us * 1000, tz="UTC")
 
 
 def lookup_time(ts: pd.Series) -> pd.Series:
@@ -77,12 +84,12 @@ def lookup_time(ts: pd.Series) -> pd.Series:
 
 
 class BehaviorEvent(NamedTuple):
-    """One behavior: a user acted on an item at ``ts`` (a UTC ``pd.Timestamp``)."""
+    """One behavior: a user acted on an item at ``ts_us`` (epoch microseconds, :func:`to_us`)."""
 
     user_id: int
     item_id: int
     action: str
-    ts: pd.Timestamp
+    ts_us: int
 
 
 class HistoryState(NamedTuple):
@@ -92,13 +99,14 @@ class HistoryState(NamedTuple):
         n: the cap ``N`` on the history length.
         item_ids: item ids, newest first, no duplicates.
         item_ts: per item, the time of the user's latest behavior on it (epoch microseconds, UTC).
-        last_event_ts: the maximum event time seen, or None for a user with no events yet.
+        last_event_us: the maximum event time seen (epoch microseconds), or None for a user with
+            no events yet.
     """
 
     n: int
     item_ids: tuple[int, ...] = ()
     item_ts: tuple[int, ...] = ()
-    last_event_ts: pd.Timestamp | None = None
+    last_event_us: int | None = None
 
     @classmethod
     def empty(cls, n: int) -> HistoryState:
@@ -109,13 +117,17 @@ class HistoryState(NamedTuple):
 
 
 class HistorySnapshot(NamedTuple):
-    """The user_behavior row after one event (``hist_item_ids`` newest first, ``hist_ts`` their times in µs)."""
+    """The user_behavior row after one event, times in epoch µs.
+
+    ``hist_item_ids`` newest first, ``hist_ts`` their times; ``last_event_us`` and ``event_us``
+    are the row's ``last_event_ts`` and ``event_timestamp`` (:func:`from_us` turns them into times).
+    """
 
     user_id: int
     hist_item_ids: tuple[int, ...]
     hist_ts: tuple[int, ...]
-    last_event_ts: pd.Timestamp
-    event_timestamp: pd.Timestamp
+    last_event_us: int
+    event_us: int
 
 
 def step(state: HistoryState, event: BehaviorEvent) -> tuple[HistoryState, HistorySnapshot]:
@@ -126,8 +138,8 @@ def step(state: HistoryState, event: BehaviorEvent) -> tuple[HistoryState, Histo
         event: the behavior event of that user.
 
     Returns:
-        ``(new_state, snapshot)``; the snapshot's ``event_timestamp`` equals the new state's
-        ``last_event_ts``.
+        ``(new_state, snapshot)``; the snapshot's ``event_us`` equals the new state's
+        ``last_event_us``.
     """
     item = int(event.item_id)
     ids, times = state.item_ids, state.item_ts
@@ -135,8 +147,8 @@ def step(state: HistoryState, event: BehaviorEvent) -> tuple[HistoryState, Histo
         k = ids.index(item)
         ids, times = ids[:k] + ids[k + 1:], times[:k] + times[k + 1:]
     ids = ((item,) + ids)[: state.n]
-    times = ((to_us(event.ts),) + times)[: state.n]
-    ts = event.ts if state.last_event_ts is None else max(state.last_event_ts, event.ts)
+    times = ((event.ts_us,) + times)[: state.n]
+    ts = event.ts_us if state.last_event_us is None or event.ts_us > state.last_event_us else state.last_event_us
     # positional: this runs once per event in the behavior job
     return HistoryState(state.n, ids, times, ts), HistorySnapshot(int(event.user_id), ids, times, ts, ts)
 
@@ -151,8 +163,8 @@ def history_snapshots(behaviors: pd.DataFrame, n: int) -> pd.DataFrame:
     Returns:
         Columns ``user_id`` int64, ``hist_item_ids`` (lists of int, newest first, ``<= n``),
         ``hist_ts`` (their behavior times, lists of epoch µs), ``last_event_ts`` and
-        ``event_timestamp`` (UTC), in the order the events were applied
-        (sorted by ``ts``, stable).
+        ``event_timestamp`` (UTC, floored to the microsecond), in the order the events were
+        applied (sorted by ``ts``, stable).
     """
     missing = {"user_id", "item_id", "action", "ts"} - set(behaviors.columns)
     if missing:
@@ -161,20 +173,24 @@ def history_snapshots(behaviors: pd.DataFrame, n: int) -> pd.DataFrame:
     states: dict[int, HistoryState] = {}
     rows: list[HistorySnapshot] = []
     empty = HistoryState.empty(n)
-    for user, item, action, ts in zip(
-        ordered["user_id"].to_numpy(), ordered["item_id"].to_numpy(),
-        ordered["action"].to_numpy(), ordered["ts"], strict=True,
+    # epoch µs, floored as to_us floors (numpy's // floors negatives too)
+    micros = pd.DatetimeIndex(pd.to_datetime(ordered["ts"], utc=True)).as_unit("ns").asi8 // 1000
+    for user, item, action, us in zip(
+        ordered["user_id"].to_numpy().tolist(), ordered["item_id"].to_numpy().tolist(),
+        ordered["action"].to_numpy().tolist(), micros.tolist(), strict=True,
     ):
         uid = int(user)
-        state, snap = step(states.get(uid, empty), BehaviorEvent(uid, int(item), str(action), ts))
+        state, snap = step(states.get(uid, empty), BehaviorEvent(uid, int(item), str(action), us))
         states[uid] = state
         rows.append(snap)
     out = pd.DataFrame({
         "user_id": np.fromiter((r.user_id for r in rows), dtype=np.int64, count=len(rows)),
         "hist_item_ids": [list(r.hist_item_ids) for r in rows],
         "hist_ts": [list(r.hist_ts) for r in rows],
-        "last_event_ts": pd.to_datetime([r.last_event_ts for r in rows], utc=True),
-        "event_timestamp": pd.to_datetime([r.event_timestamp for r in rows], utc=True),
+        "last_event_ts": pd.to_datetime(np.fromiter((r.last_event_us for r in rows), np.int64, len(rows)),
+                                        unit="us", utc=True),
+        "event_timestamp": pd.to_datetime(np.fromiter((r.event_us for r in rows), np.int64, len(rows)),
+                                          unit="us", utc=True),
     })
     logger.debug("history step: %d events, %d users", len(rows), len(states))
     return out

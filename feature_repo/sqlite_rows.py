@@ -13,11 +13,13 @@ callers decode them exactly as they decode Feast's answer; the parity tests comp
 per (entity, feature) and serializes every entity key from a protobuf (the behavior job's main
 cost once the user row lost its vectors); the writer runs the SAME upsert statement, row for row the
 values Feast would store, through one ``executemany``. It applies only where Feast's write has no
-extra columns (no ``value_num``, no vector search); elsewhere callers keep Feast's write.
+extra columns (no ``value_num``, no vector search); elsewhere callers keep Feast's write. The
+writer puts the database in write-ahead-log mode (see :class:`SqliteRowWriter`).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import struct
 from collections.abc import Sequence
@@ -33,6 +35,7 @@ from feast.utils import to_naive_utc
 
 from feature_repo.feast_internals import sqlite_connection
 
+logger = logging.getLogger(__name__)
 _PROBES = (0, 1, -1, 2**40 + 7)  # ids whose serialized keys must all follow the template
 
 
@@ -117,6 +120,19 @@ class SqliteRowWriter(SqliteRowReader):
         online = store.config.online_store
         return (SqliteRowReader.supports(store) and not getattr(online, "vector_enabled", False)
                 and not getattr(online, "enable_openai_compatible_store", False))
+
+    def __init__(self, store: FeatureStore) -> None:
+        super().__init__(store)
+        # Write-ahead log, synced at checkpoints: a commit no longer rewrites and fsyncs a rollback
+        # journal (a fifth of a 3,000-user upsert on a VM disk), readers (the ranking service) no
+        # longer block the writer, and a killed process loses nothing it committed. What WAL with
+        # synchronous=NORMAL can lose is the last commits before an OS crash or power failure (a
+        # production online store is Redis, whose persistence settings decide the same question).
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:  # e.g. another process holds the file: keep its mode
+            logger.warning("online store keeps its journal mode (%s)", exc)
 
     def write(self, view: FeatureView, join_key: str,
               rows: Sequence[tuple[int, dict[str, ValueProto], datetime, datetime | None]]) -> None:

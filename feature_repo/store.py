@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
-from feast import FeatureStore
+from feast import FeatureStore, FeatureView
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
@@ -444,7 +444,7 @@ def _provider_values(store: FeatureStore, view: str, df: pd.DataFrame | pa.Table
     """
     key = VIEW_KEYS[view]
     table = _latest_rows(to_arrow(view, df, schema), key)
-    fv = store.get_feature_view(view)
+    fv = _feature_view(store, view)
     columns: dict[str, list[Any]] = {}
     for field in fv.features:
         col = table.column(field.name)
@@ -490,15 +490,31 @@ def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame | pa.Tabl
     if writer is None:
         rows = online_rows(store, view, df, schema)
         if rows:
-            online_write_batch(store, store.get_feature_view(view), rows)  # the public write is the slow part
+            online_write_batch(store, _feature_view(store, view), rows)  # the public write is the slow part
         return
     ids, values, stamps = _provider_values(store, view, df, schema)
     if ids:  # Feast's upsert statement, one executemany instead of a call per feature
-        writer.write(store.get_feature_view(view), VIEW_KEYS[view],
+        writer.write(_feature_view(store, view), VIEW_KEYS[view],
                      [(i, v, t, None) for i, v, t in zip(ids, values, stamps, strict=True)])
 
 
 _WRITERS: weakref.WeakKeyDictionary[FeatureStore, SqliteRowWriter | None] = weakref.WeakKeyDictionary()
+_VIEWS: weakref.WeakKeyDictionary[FeatureStore, dict[str, tuple[float, FeatureView]]] = weakref.WeakKeyDictionary()
+VIEW_CACHE_S = 60.0
+
+
+def _feature_view(store: FeatureStore, view: str) -> FeatureView:
+    """``store.get_feature_view(view)``, kept for :data:`VIEW_CACHE_S` seconds.
+
+    Feast rebuilds the view from the registry proto on every call (4 ms with its type checks); a
+    stream job writes every batch. A re-applied repo is seen within the minute.
+    """
+    views = _VIEWS.setdefault(store, {})
+    now = time.monotonic()
+    hit = views.get(view)
+    if hit is None or now - hit[0] > VIEW_CACHE_S:
+        hit = views[view] = (now, store.get_feature_view(view))
+    return hit[1]
 
 
 def _sqlite_writer(store: FeatureStore) -> SqliteRowWriter | None:

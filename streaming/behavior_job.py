@@ -26,14 +26,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from feature_repo.history import BehaviorEvent as HistoryEvent
@@ -64,13 +64,17 @@ class _Waiting:
     since: float
 
 
-def _epoch_ns(stamps: Iterable[pd.Timestamp]) -> np.ndarray:
-    """Epoch nanoseconds of UTC timestamps as int64.
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
-    ``pd.to_datetime`` of a list of Timestamps converts them object by object: 11% of the job's
-    time at 10,000-event batches.
+
+def epoch_us(t: datetime) -> int:
+    """Epoch microseconds of a datetime whose wall time is UTC (as every parsed event time is).
+
+    Built from the fields: ``pd.Timestamp(t)`` of pydantic's datetime took 2.9 us an event (a tenth
+    of the job's per-event time) and aware datetime arithmetic 1.5 us; this takes 0.35 us.
     """
-    return np.fromiter((t.value for t in stamps), dtype=np.int64)
+    days = t.toordinal() - _EPOCH_DAY
+    return ((days * 86_400 + t.hour * 3_600 + t.minute * 60 + t.second) * 1_000_000) + t.microsecond
 
 
 class _BatchWork:
@@ -101,7 +105,7 @@ class _BatchWork:
 
     def apply(self, ev: BehaviorEvent, rec: Any) -> None:
         e = self.entry(ev.user_id, rec.partition)
-        state, snap = step(e.state, HistoryEvent(ev.user_id, ev.item_id, ev.action, pd.Timestamp(ev.ts)))
+        state, snap = step(e.state, HistoryEvent(ev.user_id, ev.item_id, ev.action, epoch_us(ev.ts)))
         self.entries[ev.user_id] = (rec.partition, UserEntry(state, rec.offset))
         self.applied.append((snap, rec))
 
@@ -240,8 +244,8 @@ class BehaviorJob:
         flat_ids = np.fromiter(chain.from_iterable(s.hist_item_ids for s in snaps), dtype=np.int64, count=total)
         flat_ts = np.fromiter(chain.from_iterable(s.hist_ts for s in snaps), dtype=np.int64, count=total)
         ts_type = pa.timestamp("us", tz="UTC")
-        last = _epoch_ns(s.last_event_ts for s in snaps) // 1000  # floored to µs, as .as_unit("us") has it
-        event = _epoch_ns(s.event_timestamp for s in snaps) // 1000
+        last = np.fromiter((s.last_event_us for s in snaps), dtype=np.int64, count=len(snaps))
+        event = np.fromiter((s.event_us for s in snaps), dtype=np.int64, count=len(snaps))
         return pa.table({
             "user_id": pa.array(np.array([s.user_id for s in snaps], dtype=np.int64)),
             "hist_item_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat_ids)),

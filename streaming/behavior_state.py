@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from feature_repo.history import HistoryState
 from infra.config import MmadsConfig
@@ -39,10 +38,9 @@ class UserEntry(NamedTuple):
 
 def encode_entry(user_id: int, entry: UserEntry) -> bytes:
     """The changelog value of one user."""
-    ts = entry.state.last_event_ts
     return json.dumps({
         "user_id": user_id, "item_ids": list(entry.state.item_ids), "item_ts": list(entry.state.item_ts),
-        "last_event_ts_us": None if ts is None else int(ts.value // 1000), "offset": entry.last_offset,
+        "last_event_ts_us": entry.state.last_event_us, "offset": entry.last_offset,
     }, separators=(",", ":")).encode()
 
 
@@ -50,12 +48,12 @@ def decode_entry(value: bytes, n: int) -> tuple[int, UserEntry]:
     """Parse a changelog value into ``(user_id, entry)`` with history cap ``n``."""
     doc = json.loads(value)
     us = doc.get("last_event_ts_us")
-    ts = None if us is None else pd.Timestamp(int(us) * 1000, tz="UTC")
+    last = None if us is None else int(us)
     ids = tuple(int(i) for i in doc["item_ids"])[:n]
     # a record written before the lean row has no item times: the last event time stands in for them
-    fallback = -1 if ts is None else int(ts.value) // 1000
+    fallback = -1 if last is None else last
     times = tuple(int(t) for t in doc.get("item_ts", [fallback] * len(ids)))[:n]
-    state = HistoryState(n=n, item_ids=ids, item_ts=times, last_event_ts=ts)
+    state = HistoryState(n=n, item_ids=ids, item_ts=times, last_event_us=last)
     return int(doc["user_id"]), UserEntry(state, int(doc["offset"]))
 
 

@@ -42,17 +42,18 @@ class OnlineReplay:
 
     def advance(self, t: pd.Timestamp) -> None:
         """Fold and write online every behavior before ``t`` not applied yet."""
-        from feature_repo.history import BehaviorEvent, HistoryState, step
+        from feature_repo.history import BehaviorEvent, HistoryState, from_us, step, to_us
         from feature_repo.store import write_online_users
 
         beh, pending = self.behaviors, []
         while self._next < len(beh) and beh.ts[self._next] < t:
             e = beh.iloc[self._next]
             self.states[e.user_id], snap = step(self.states.get(e.user_id, HistoryState.empty(self.n)),
-                                                BehaviorEvent(e.user_id, e.item_id, e.action, e.ts))
+                                                BehaviorEvent(e.user_id, e.item_id, e.action, to_us(e.ts)))
             pending.append({"user_id": snap.user_id, "hist_item_ids": list(snap.hist_item_ids),
                             "hist_ts": list(snap.hist_ts),
-                            "last_event_ts": snap.last_event_ts, "event_timestamp": snap.event_timestamp})
+                            "last_event_ts": from_us(snap.last_event_us),
+                            "event_timestamp": from_us(snap.event_us)})
             self._next += 1
         if pending:
             write_online_users(self.store, pd.DataFrame(pending))

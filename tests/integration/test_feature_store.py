@@ -11,7 +11,7 @@ import pytest
 from feast.infra.online_stores.helpers import compute_table_id
 
 from feature_repo.feast_internals import online_read
-from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, step
+from feature_repo.history import BehaviorEvent, HistoryState, ItemVectors, step, to_us
 from feature_repo.online import ItemRowCache, OnlineFeatureReader
 from feature_repo.schema import ITEM_VIEW, USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS, simtier
@@ -77,7 +77,7 @@ def _cfg(state_dir: Path, **feast: object) -> MmadsConfig:
 def _history_at(behaviors: pd.DataFrame, user: int, t: pd.Timestamp) -> tuple[int, ...]:
     state = HistoryState.empty(N)
     for r in behaviors[(behaviors.user_id == user) & (behaviors.ts < t)].sort_values("ts").itertuples():
-        state, _ = step(state, BehaviorEvent(r.user_id, r.item_id, r.action, r.ts))
+        state, _ = step(state, BehaviorEvent(r.user_id, r.item_id, r.action, to_us(r.ts)))
     return state.item_ids
 
 

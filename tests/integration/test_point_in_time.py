@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from feature_repo.history import BehaviorEvent, HistoryState, lookup_time, step
+from feature_repo.history import BehaviorEvent, HistoryState, lookup_time, step, to_us
 from feature_repo.online import OnlineFeatureReader
 from feature_repo.schema import USER_VIEW
 from feature_repo.simtier import SIMTIER_COLUMNS
@@ -66,7 +66,7 @@ def _strict_history(behaviors: pd.DataFrame, user: int, t: pd.Timestamp) -> tupl
     state = HistoryState.empty(N)
     mine = behaviors[(behaviors.user_id == user) & (behaviors.ts < t)].sort_values("ts", kind="stable")
     for r in mine.itertuples():
-        state, _ = step(state, BehaviorEvent(r.user_id, r.item_id, r.action, r.ts))
+        state, _ = step(state, BehaviorEvent(r.user_id, r.item_id, r.action, to_us(r.ts)))
     return state.item_ids
 
 

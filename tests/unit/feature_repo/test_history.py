@@ -6,6 +6,7 @@ from feature_repo.history import (
     BehaviorEvent,
     HistoryState,
     ItemVectors,
+    from_us,
     gather,
     gather_rows,
     history_snapshots,
@@ -19,7 +20,7 @@ T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
 
 def _ev(item, minutes, user=1, action="click"):
-    return BehaviorEvent(user, item, action, T0 + pd.Timedelta(minutes=minutes))
+    return BehaviorEvent(user, item, action, to_us(T0 + pd.Timedelta(minutes=minutes)))
 
 
 def test_step_newest_first_repeat_moves_to_front_and_cap():
@@ -31,7 +32,8 @@ def test_step_newest_first_repeat_moves_to_front_and_cap():
     assert s.item_ids == (10, 12, 11)
     s, snap = step(s, _ev(13, 6, action="cart"))  # cap 3: oldest (11) drops out
     assert snap.hist_item_ids == (13, 10, 12)
-    assert snap.event_timestamp == T0 + pd.Timedelta(minutes=6) == s.last_event_ts
+    assert snap.event_us == to_us(T0 + pd.Timedelta(minutes=6)) == s.last_event_us
+    assert from_us(snap.event_us) == T0 + pd.Timedelta(minutes=6)
 
 
 def test_step_keeps_each_items_latest_behavior_time():
@@ -50,7 +52,7 @@ def test_step_late_event_never_moves_snapshot_time_back():
     s, _ = step(HistoryState.empty(5), _ev(1, 10))
     s, snap = step(s, _ev(2, 3))
     assert snap.hist_item_ids == (2, 1)
-    assert snap.event_timestamp == T0 + pd.Timedelta(minutes=10)
+    assert snap.event_us == to_us(T0 + pd.Timedelta(minutes=10))
 
 
 def test_empty_state_rejects_bad_cap():

@@ -208,3 +208,16 @@ def test_failed_online_write_changes_nothing_and_retry_succeeds(tmp_path: Path) 
     h.fail_online = False
     h.job.process(recs)
     assert h.latest_online() == _expected(df, 3)
+
+
+@pytest.mark.parametrize("ts", ["1677-09-21T00:12:43.145225Z", "1969-12-31T23:59:59.999999Z", "1970-01-01T00:00:00Z",
+                                "2024-02-29T23:59:59.5+05:30", "2024-05-01T12:00:00.123456-08:00",
+                                "2262-04-11T23:47:16.854775Z"])
+def test_epoch_us_of_parsed_event_times_is_to_us(ts: str) -> None:
+    """The job's field arithmetic gives the batch path's epoch microseconds for every parsed time."""
+    from feature_repo.history import to_us
+    from streaming.behavior_job import epoch_us
+    from streaming.events import parse_event
+
+    ev = parse_event("behaviors", encode_value({"user_id": 1, "item_id": 2, "action": "click", "ts": ts}))
+    assert epoch_us(ev.ts) == to_us(pd.Timestamp(ts))  # type: ignore[union-attr]
