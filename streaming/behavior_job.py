@@ -105,8 +105,8 @@ class _BatchWork:
 
     def apply(self, ev: BehaviorEvent, rec: Any) -> None:
         e = self.entry(ev.user_id, rec.partition)
-        state, snap = step(e.state, HistoryEvent(ev.user_id, ev.item_id, ev.action, epoch_us(ev.ts)))
-        self.entries[ev.user_id] = (rec.partition, UserEntry(state, rec.offset))
+        state, snap = step(e.state, HistoryEvent._make((ev.user_id, ev.item_id, ev.action, epoch_us(ev.ts))))
+        self.entries[ev.user_id] = (rec.partition, UserEntry._make((state, rec.offset)))
         self.applied.append((snap, rec))
 
     def dead_letter(self, uid: int, w: _Waiting, reason: str) -> None:
