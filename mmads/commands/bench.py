@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--bursty", action="store_true",
                    help="streaming only: replay in bursts (a log second's events at once) and measure freshness")
+    p.add_argument("--behaviors-only", action="store_true",
+                   help="streaming only: skip the item indexer's phases (items go to Milvus with random vectors) "
+                        "and measure the behavior job alone; full mode in minutes where the CPU emulates bf16")
     p.set_defaults(handler=_bench)
 
 
@@ -34,10 +37,14 @@ def _bench(args: argparse.Namespace) -> int:
         if exc.name == f"benchmarks.bench_{args.name}":
             raise MmadsError(f"benchmark '{args.name}' is not implemented yet") from None
         raise
-    if args.bursty and args.name != "streaming":
-        raise MmadsError(f"--bursty applies to the streaming benchmark, not '{args.name}'")
+    for flag, on in (("--bursty", args.bursty), ("--behaviors-only", args.behaviors_only)):
+        if on and args.name != "streaming":
+            raise MmadsError(f"{flag} applies to the streaming benchmark, not '{args.name}'")
+    if args.bursty and args.behaviors_only:
+        raise MmadsError("--bursty and --behaviors-only are two different runs: pick one")
+    extra = {k: True for k, on in (("bursty", args.bursty), ("behaviors_only", args.behaviors_only)) if on}
     with sigterm_as_exit():  # a killed benchmark still stops its stack and removes its folder
-        results = module.run(quick=args.quick, **({"bursty": True} if args.bursty else {}))
+        results = module.run(quick=args.quick, **extra)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str))

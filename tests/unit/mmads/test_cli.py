@@ -205,3 +205,16 @@ def test_features_out_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixtu
 
     assert main(["features", "build-training-set", "--data", str(tmp_path), "--out", str(tmp_path / "t.parquet")]) == 1
     assert "--out is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    (["bench", "features", "--behaviors-only"], "--behaviors-only applies to the streaming benchmark"),
+    (["bench", "serving", "--bursty"], "--bursty applies to the streaming benchmark"),
+    (["bench", "streaming", "--bursty", "--behaviors-only"], "pick one"),
+])
+def test_streaming_bench_flags_are_refused_elsewhere(argv: list[str], why: str,
+                                                     capsys: pytest.CaptureFixture[str]):
+    from mmads.cli import main
+
+    assert main(argv) == 1  # refused before any stack starts
+    assert why in capsys.readouterr().err
