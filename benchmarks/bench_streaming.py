@@ -320,23 +320,11 @@ def _behavior_freshness(cfg: MmadsConfig, beh: pd.DataFrame) -> tuple[float, flo
 
 def _index_directly(cfg: MmadsConfig, ds: Dataset) -> None:
     """Every item into the stack's collection with a random unit vector: what the behavior job needs."""
-    from streaming.milvus_sink import MilvusSink
+    from benchmarks.serving_world import write_milvus
 
-    items = ds.items
-    ids = items["item_id"].to_numpy(dtype=np.int64)
-    vectors = np.random.default_rng(0).normal(size=(len(ids), cfg.model.dim)).astype(np.float32)
+    vectors = np.random.default_rng(0).normal(size=(len(ds.items), cfg.model.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    created_ms = pd.DatetimeIndex(pd.to_datetime(items["created_at"], utc=True)).as_unit("ms").asi8
-    categories = items["category"].astype(str).tolist()
-    sink = MilvusSink(cfg, cfg.model.dim)
-    try:
-        sink.ensure_collection()
-        for lo in range(0, len(ids), 5000):
-            sink.upsert(ids[lo:lo + 5000], vectors[lo:lo + 5000], categories[lo:lo + 5000],
-                        created_ms[lo:lo + 5000], "bench-random")
-        sink.maybe_flush(True)
-    finally:
-        sink.close()
+    write_milvus(cfg, ds.items.assign(emb=list(vectors)))
 
 
 def _measure(cfg: MmadsConfig, ds: Dataset, model_dir: Path, quick: bool,
