@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from itertools import repeat
+from typing import Any, cast
 
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -134,24 +135,34 @@ class SqliteRowWriter(SqliteRowReader):
         except sqlite3.OperationalError as exc:  # e.g. another process holds the file: keep its mode
             logger.warning("online store keeps its journal mode (%s)", exc)
 
-    def write(self, view: FeatureView, join_key: str,
-              rows: Sequence[tuple[int, dict[str, ValueProto], datetime, datetime | None]]) -> None:
-        """Upsert ``(entity id, {feature: value}, event time, created time)`` rows, as Feast would, in one call."""
+    def write(self, view: FeatureView, join_key: str, ids: Sequence[int],
+              columns: Mapping[str, Sequence[ValueProto] | Sequence[bytes]], event_ts: Sequence[datetime]) -> None:
+        """Upsert rows, as Feast would, in one call: entity ``ids[r]`` gets ``columns[feature][r]`` at ``event_ts[r]``.
+
+        A column holds ``Value`` messages, or their serialized bytes for list and time features (whose
+        ``value_text`` Feast leaves NULL); created times are NULL, as in Feast's write of our rows.
+        """
         table = compute_table_id(self._project, view, self._versioning)
         quoted = '"' + table.replace('"', '""') + '"'
         sql = (f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
                "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
                "created_ts = excluded.created_ts;")
-        keys = self.keys(join_key, [r[0] for r in rows])
+        keys = self.keys(join_key, ids)
+        if len(event_ts) != len(keys):
+            raise ValueError(f"{len(event_ts)} event times for {len(keys)} entities")
         # what sqlite3 would store for the datetimes: adapted once per row, not once per feature
         adapt = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol), lambda t: t)
+        events = [adapt(to_naive_utc(t)) for t in event_ts]
         params: list[tuple[Any, ...]] = []
-        for key, (_, values, ts, created) in zip(keys, rows, strict=True):
-            event = adapt(to_naive_utc(ts))
-            made = None if created is None else adapt(to_naive_utc(created))
-            for name, value in values.items():
-                params.append((key, name, value.SerializeToString(), extract_text_and_num(value, False)[0],
-                               event, made))
+        for name, column in columns.items():
+            if len(column) != len(keys):
+                raise ValueError(f"feature {name}: {len(column)} values for {len(keys)} entities")
+            if column and isinstance(column[0], bytes):  # parameter tuples built in C, no Python per row
+                params.extend(zip(keys, repeat(name), column, repeat(None), events, repeat(None)))
+            else:
+                protos = cast(Sequence[ValueProto], column)
+                params.extend((key, name, value.SerializeToString(), extract_text_and_num(value, False)[0], event, None)
+                              for key, value, event in zip(keys, protos, events, strict=True))
         with self._conn:
             self._conn.executemany(sql, params)

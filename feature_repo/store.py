@@ -12,9 +12,9 @@ import os
 import time
 import uuid
 import weakref
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -351,14 +351,35 @@ def _varint(n: int) -> bytes:
         out.append(low | 0x80)
 
 
+_SMALL_VARINTS = [_varint(n) for n in range(1 << 14)]  # every length of a list up to 16 KiB: one lookup
 _FLOAT_LIST_TAG = _varint(ValueProto.DESCRIPTOR.fields_by_name["float_list_val"].number << 3 | 2)
 _INT64_LIST_TAG = _varint(ValueProto.DESCRIPTOR.fields_by_name["int64_list_val"].number << 3 | 2)
+_UNIX_TIMESTAMP_TAG = _varint(ValueProto.DESCRIPTOR.fields_by_name["unix_timestamp_val"].number << 3)
+# Feature types whose serialized Value this module builds itself (their value_text is None in
+# Feast's SQL stores: extract_text_and_num gives text to scalar strings, numbers and bools only).
+_WIRE_TYPES = (Array(Float32), Array(Int64), UnixTimestamp)
+
+
+def _length(n: int) -> bytes:
+    return _SMALL_VARINTS[n] if n < 16_384 else _varint(n)
+
+
+def _packed_wire(tag: bytes, payload: bytes) -> bytes:
+    """The serialized list ``Value`` whose list field holds ``payload``, the packed bytes of its elements.
+
+    Byte for byte what ``ValueProto.SerializeToString`` gives for that value (unit tests compare them):
+    the list field's tag, its length, then the list message (field 1, packed: tag 0x0a, length, payload);
+    an empty list is the field with length 0.
+    """
+    if not payload:
+        return tag + b"\x00"
+    size = _length(len(payload))
+    return tag + _length(1 + len(size) + len(payload)) + b"\x0a" + size + payload
 
 
 def _packed_value(tag: bytes, payload: bytes) -> ValueProto:
     """A list ``Value`` from its list field's tag and the packed bytes of its elements, parsed in C."""
-    inner = b"\x0a" + _varint(len(payload)) + payload if payload else b""
-    return ValueProto.FromString(tag + _varint(len(inner)) + inner)
+    return ValueProto.FromString(_packed_wire(tag, payload))
 
 
 def _float_list_value(values: Any) -> ValueProto:
@@ -394,16 +415,29 @@ def _varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
     return out.tobytes(), bounds
 
 
-def _int64_list_values(flat: np.ndarray, offsets: np.ndarray, valid: np.ndarray) -> list[ValueProto]:
-    """Row r's int64 list ``flat[offsets[r]:offsets[r + 1]]`` as a ``Value`` (null rows: an empty ``Value``).
+def _float_list_wires(flat: np.ndarray, offsets: np.ndarray, valid: np.ndarray) -> list[bytes]:
+    """Row r's float32 list ``flat[offsets[r]:offsets[r + 1]]``, serialized as a ``Value`` (null rows: ``b""``)."""
+    data = np.ascontiguousarray(flat, dtype="<f4").tobytes()
+    at = (offsets * 4).tolist()
+    return [_packed_wire(_FLOAT_LIST_TAG, data[at[r]:at[r + 1]]) if ok else b""
+            for r, ok in enumerate(valid.tolist())]
 
-    Equal to ``Value(int64_list_val=Int64List(val=...))`` (a unit test compares the bytes), built from
-    one vectorised varint encoding instead of a Python int per element.
+
+def _int64_list_wires(flat: np.ndarray, offsets: np.ndarray, valid: np.ndarray) -> list[bytes]:
+    """Row r's int64 list ``flat[offsets[r]:offsets[r + 1]]``, serialized as a ``Value`` (null rows: ``b""``).
+
+    Byte for byte Feast's ``Value(int64_list_val=Int64List(val=...))`` (a unit test compares them),
+    built from one vectorised varint encoding instead of a Python int per element.
     """
     wire, bounds = _varints(flat)
     at = bounds[offsets].tolist()
-    return [_packed_value(_INT64_LIST_TAG, wire[at[r]:at[r + 1]]) if ok else ValueProto()
+    return [_packed_wire(_INT64_LIST_TAG, wire[at[r]:at[r + 1]]) if ok else b""
             for r, ok in enumerate(valid.tolist())]
+
+
+def _int64_list_values(flat: np.ndarray, offsets: np.ndarray, valid: np.ndarray) -> list[ValueProto]:
+    """:func:`_int64_list_wires` as ``Value`` messages (null rows: an empty ``Value``)."""
+    return [ValueProto.FromString(w) for w in _int64_list_wires(flat, offsets, valid)]
 
 
 def _latest_rows(table: pa.Table, key: str) -> pa.Table:
@@ -430,53 +464,69 @@ def _unix_seconds(column: pa.ChunkedArray) -> list[int]:
     Feast stores ``int(t.timestamp())``: the float seconds truncated toward zero, which is
     ``trunc(us / 1e6)`` in the same float64 arithmetic (a unit test compares both over 400,000 times).
     """
+    return _unix_seconds_array(column).tolist()
+
+
+def _unix_seconds_array(column: pa.ChunkedArray) -> np.ndarray:
     us = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
-    return np.trunc(us / 1e6).astype(np.int64).tolist()
+    return np.trunc(us / 1e6).astype(np.int64)
 
 
-def _provider_values(store: FeatureStore, view: str, df: pd.DataFrame | pa.Table, schema: pa.Schema | None
-                     ) -> tuple[list[int], list[dict[str, ValueProto]], list[datetime]]:
-    """``(entity ids, {feature: value} per row, event time per row)`` of ``df``'s latest rows per entity.
+def _unix_timestamp_wires(column: pa.ChunkedArray) -> list[bytes]:
+    """Each time of a timestamp column without nulls as Feast's serialized ``Value(unix_timestamp_val=...)``."""
+    wire, bounds = _varints(_unix_seconds_array(column))
+    at = bounds.tolist()
+    return [_UNIX_TIMESTAMP_TAG + wire[a:b] for a, b in zip(at[:-1], at[1:], strict=True)]
 
-    Float-list features are encoded by :func:`_float_list_value` and int64 lists from one Python
-    list each, both sliced straight out of the Arrow column; every other feature goes through
-    Feast's own ``python_values_to_proto_values``.
+
+# One feature column of provider values: Feast's Value messages, or their serialized bytes (list and
+# time features, built here without a message per cell; value_text is None for them).
+ValueColumn = list[ValueProto] | list[bytes]
+
+
+def _provider_columns(store: FeatureStore, view: str, df: pd.DataFrame | pa.Table, schema: pa.Schema | None,
+                      wire: bool) -> tuple[list[int], dict[str, ValueColumn], list[datetime]]:
+    """``(entity ids, {feature: value per row}, naive UTC event time per row)`` of ``df``'s latest rows per entity.
+
+    With ``wire``, float-list, int64-list and timestamp features come as serialized ``Value`` bytes,
+    encoded vectorised straight out of the Arrow columns (:func:`_float_list_wires`,
+    :func:`_int64_list_wires`, :func:`_unix_timestamp_wires`); without it, as the ``Value`` messages
+    those bytes parse to. Every other feature goes through Feast's own ``python_values_to_proto_values``.
     """
     key = VIEW_KEYS[view]
     table = _latest_rows(to_arrow(view, df, schema), key)
     fv = _feature_view(store, view)
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, ValueColumn] = {}
     for field in fv.features:
         col = table.column(field.name)
+        wires: list[bytes] | None = None
         if field.dtype in (Array(Float32), Array(Int64)):
             flat, off, valid = _list_offsets(col)
-            if field.dtype == Array(Float32):
-                columns[field.name] = [_float_list_value(flat[off[r]:off[r + 1]]) if valid[r] else ValueProto()
-                                       for r in range(len(valid))]
-            else:
-                columns[field.name] = _int64_list_values(flat, off, valid)
+            wires = (_float_list_wires if field.dtype == Array(Float32) else _int64_list_wires)(flat, off, valid)
         elif field.dtype == UnixTimestamp and pa.types.is_timestamp(col.type) and col.null_count == 0:
-            columns[field.name] = [ValueProto(unix_timestamp_val=t) for t in _unix_seconds(col)]
+            wires = _unix_timestamp_wires(col)
+        if wires is None:
+            columns[field.name] = python_values_to_proto_values(col.to_pandas().tolist(), field.dtype.to_value_type())
         else:
-            values = col.to_pandas().tolist()
-            columns[field.name] = python_values_to_proto_values(values, field.dtype.to_value_type())
+            columns[field.name] = wires if wire else [ValueProto.FromString(w) for w in wires]
     ids = table.column(key).to_numpy().astype(np.int64).tolist()
-    stamps = pd.DatetimeIndex(table.column(TS_FIELD).to_pandas()).to_pydatetime().tolist()
-    names = list(columns)
-    return ids, [{n: columns[n][r] for n in names} for r in range(len(ids))], stamps
+    stamps = pd.DatetimeIndex(table.column(TS_FIELD).to_pandas()).tz_convert(None).to_pydatetime().tolist()
+    return ids, columns, stamps
 
 
 def online_rows(store: FeatureStore, view: str, df: pd.DataFrame | pa.Table, schema: pa.Schema | None = None
                 ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]]:
     """The provider rows of ``df`` for ``view``: what ``write_to_online_store`` builds, built faster.
 
-    The latest row per entity wins (:func:`_provider_values` builds the values). A test checks that
+    The latest row per entity wins (:func:`_provider_columns` builds the values). A test checks that
     rows written this way read back exactly like rows written by ``write_to_online_store``.
     """
     key = VIEW_KEYS[view]
-    ids, values, stamps = _provider_values(store, view, df, schema)
-    return [(EntityKeyProto(join_keys=[key], entity_values=[ValueProto(int64_val=i)]), v, t, None)
-            for i, v, t in zip(ids, values, stamps, strict=True)]
+    ids, columns, stamps = _provider_columns(store, view, df, schema, wire=False)
+    names = list(columns)
+    return [(EntityKeyProto(join_keys=[key], entity_values=[ValueProto(int64_val=i)]),
+             {n: cast(ValueProto, columns[n][r]) for n in names}, t.replace(tzinfo=UTC), None)
+            for r, (i, t) in enumerate(zip(ids, stamps, strict=True))]
 
 
 def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame | pa.Table,
@@ -492,10 +542,9 @@ def write_online_rows(store: FeatureStore, view: str, df: pd.DataFrame | pa.Tabl
         if rows:
             online_write_batch(store, _feature_view(store, view), rows)  # the public write is the slow part
         return
-    ids, values, stamps = _provider_values(store, view, df, schema)
+    ids, columns, stamps = _provider_columns(store, view, df, schema, wire=True)
     if ids:  # Feast's upsert statement, one executemany instead of a call per feature
-        writer.write(_feature_view(store, view), VIEW_KEYS[view],
-                     [(i, v, t, None) for i, v, t in zip(ids, values, stamps, strict=True)])
+        writer.write(_feature_view(store, view), VIEW_KEYS[view], ids, columns, stamps)
 
 
 _WRITERS: weakref.WeakKeyDictionary[FeatureStore, SqliteRowWriter | None] = weakref.WeakKeyDictionary()

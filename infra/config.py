@@ -94,6 +94,7 @@ class KafkaConfig(_Section):
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     fetch_max_wait_ms: int = Field(default=10, ge=0)
+    max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     leave_group_on_close: bool | None = None
     topics: TopicsConfig = TopicsConfig()
 
@@ -333,7 +334,7 @@ class StreamingConfig(_Section):
 
     batch_size: int = Field(default=64, ge=1)
     max_wait_ms: int = Field(default=50, ge=1)
-    behavior_batch_size: int = Field(default=10000, ge=1)
+    behavior_batch_size: int = Field(default=40000, ge=1)
     retry_buffer_size: int = Field(default=10000, ge=1)
     retry_max_wait_s: float = Field(default=30.0, gt=0)
     # commit points: offline append, changelog, offsets. The behavior job writes one changelog record

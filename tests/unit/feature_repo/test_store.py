@@ -147,7 +147,7 @@ def test_unix_seconds_are_feasts_timestamp_values() -> None:
     from feast.type_map import python_values_to_proto_values
     from feast.value_type import ValueType
 
-    from feature_repo.store import _unix_seconds
+    from feature_repo.store import _unix_seconds, _unix_timestamp_wires
 
     rng = np.random.default_rng(0)
     us = np.concatenate([rng.integers(-2**61 // 1000, 2**61 // 1000, 200_000), rng.integers(-10**13, 10**13, 200_000),
@@ -155,6 +155,8 @@ def test_unix_seconds_are_feasts_timestamp_values() -> None:
     column = pa.chunked_array([pa.array(us, type=pa.timestamp("us", tz="UTC"))])
     feasts = python_values_to_proto_values(column.to_pandas().tolist(), ValueType.UNIX_TIMESTAMP)
     assert _unix_seconds(column) == [v.unix_timestamp_val for v in feasts]
+    # and the serialized values the SQLite writer stores are Feast's bytes (negative seconds: 10-byte varints)
+    assert _unix_timestamp_wires(column) == [v.SerializeToString() for v in feasts]
 
 
 def test_int64_list_values_are_feasts_values() -> None:
@@ -177,3 +179,22 @@ def test_int64_list_values_are_feasts_values() -> None:
     feasts = python_values_to_proto_values(lists, ValueType.INT64_LIST)
     assert any(x == [] for x in lists) and any(x is None for x in lists)
     assert [g.SerializeToString() for g in got] == [f.SerializeToString() for f in feasts]
+
+
+def test_float_list_wires_are_feasts_bytes() -> None:
+    """Serialized float lists, empty and null rows and a list longer than 16 KiB included, are Feast's bytes."""
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    from feature_repo.store import _float_list_wires
+
+    rng = np.random.default_rng(2)
+    flat = np.concatenate([rng.normal(size=6000), [0.0, -0.0, np.inf, 1e-40]]).astype(np.float32)
+    offsets = np.array([0, 0, 3, 64, 64, 5000, 5001, len(flat)])  # an empty list, 4,936 floats (19,744 B)
+    valid = np.array([True, True, True, False, True, True, True])
+    got = _float_list_wires(flat, offsets, valid)
+    values = flat.tolist()
+    lists = [values[a:b] if ok else None for a, b, ok in zip(offsets[:-1], offsets[1:], valid, strict=True)]
+    feasts = python_values_to_proto_values(lists, ValueType.FLOAT_LIST)
+    assert got[0] != b"" and got[3] == b""
+    assert got == [f.SerializeToString() for f in feasts]
