@@ -377,21 +377,6 @@ def _packed_wire(tag: bytes, payload: bytes) -> bytes:
     return tag + _length(1 + len(size) + len(payload)) + b"\x0a" + size + payload
 
 
-def _packed_value(tag: bytes, payload: bytes) -> ValueProto:
-    """A list ``Value`` from its list field's tag and the packed bytes of its elements, parsed in C."""
-    return ValueProto.FromString(_packed_wire(tag, payload))
-
-
-def _float_list_value(values: Any) -> ValueProto:
-    """A float32 list as a ``Value``: its wire bytes (a packed repeated float) parsed in C.
-
-    Equal to ``Value(float_list_val=FloatList(val=list(values)))``, ~30x faster for 3,200 floats.
-    """
-    if values is None:
-        return ValueProto()
-    return _packed_value(_FLOAT_LIST_TAG, np.asarray(values, dtype="<f4").tobytes())
-
-
 def _varints(values: np.ndarray) -> tuple[bytes, np.ndarray]:
     """``(wire bytes, bounds)``: the protobuf varints of int64 ``values``, concatenated.
 
@@ -435,11 +420,6 @@ def _int64_list_wires(flat: np.ndarray, offsets: np.ndarray, valid: np.ndarray) 
             for r, ok in enumerate(valid.tolist())]
 
 
-def _int64_list_values(flat: np.ndarray, offsets: np.ndarray, valid: np.ndarray) -> list[ValueProto]:
-    """:func:`_int64_list_wires` as ``Value`` messages (null rows: an empty ``Value``)."""
-    return [ValueProto.FromString(w) for w in _int64_list_wires(flat, offsets, valid)]
-
-
 def _latest_rows(table: pa.Table, key: str) -> pa.Table:
     """:func:`_coalesce` on an Arrow table: the latest row per entity, in the same order."""
     if table.num_rows == 0:
@@ -458,23 +438,19 @@ def _list_offsets(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.n
     return flat, offsets - offsets[0], valid
 
 
-def _unix_seconds(column: pa.ChunkedArray) -> list[int]:
+def _unix_seconds(column: pa.ChunkedArray) -> np.ndarray:
     """Feast's ``unix_timestamp_val`` of each value of a timestamp column without nulls.
 
     Feast stores ``int(t.timestamp())``: the float seconds truncated toward zero, which is
     ``trunc(us / 1e6)`` in the same float64 arithmetic (a unit test compares both over 400,000 times).
     """
-    return _unix_seconds_array(column).tolist()
-
-
-def _unix_seconds_array(column: pa.ChunkedArray) -> np.ndarray:
     us = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
     return np.trunc(us / 1e6).astype(np.int64)
 
 
 def _unix_timestamp_wires(column: pa.ChunkedArray) -> list[bytes]:
     """Each time of a timestamp column without nulls as Feast's serialized ``Value(unix_timestamp_val=...)``."""
-    wire, bounds = _varints(_unix_seconds_array(column))
+    wire, bounds = _varints(_unix_seconds(column))
     at = bounds.tolist()
     return [_UNIX_TIMESTAMP_TAG + wire[a:b] for a, b in zip(at[:-1], at[1:], strict=True)]
 

@@ -154,7 +154,7 @@ def test_unix_seconds_are_feasts_timestamp_values() -> None:
                          [0, -1, 1, 999_999, -999_999, 1_000_000, -1_000_000, 1_709_296_496_999_999]])
     column = pa.chunked_array([pa.array(us, type=pa.timestamp("us", tz="UTC"))])
     feasts = python_values_to_proto_values(column.to_pandas().tolist(), ValueType.UNIX_TIMESTAMP)
-    assert _unix_seconds(column) == [v.unix_timestamp_val for v in feasts]
+    assert _unix_seconds(column).tolist() == [v.unix_timestamp_val for v in feasts]
     # and the serialized values the SQLite writer stores are Feast's bytes (negative seconds: 10-byte varints)
     assert _unix_timestamp_wires(column) == [v.SerializeToString() for v in feasts]
 
@@ -164,7 +164,7 @@ def test_int64_list_values_are_feasts_values() -> None:
     from feast.type_map import python_values_to_proto_values
     from feast.value_type import ValueType
 
-    from feature_repo.store import _int64_list_values
+    from feature_repo.store import _int64_list_wires
 
     rng = np.random.default_rng(1)
     flat = np.concatenate([rng.integers(-2**63, 2**63 - 1, 3000, dtype=np.int64), rng.integers(0, 300, 3000),
@@ -173,12 +173,12 @@ def test_int64_list_values_are_feasts_values() -> None:
     cuts = np.sort(rng.integers(0, len(flat), 400))
     offsets = np.concatenate([[0], cuts, [len(flat)]])  # repeated cuts: empty lists
     valid = rng.random(len(offsets) - 1) > 0.1
-    got = _int64_list_values(flat, offsets, valid)
+    got = _int64_list_wires(flat, offsets, valid)
     ints = flat.tolist()
     lists = [ints[a:b] if ok else None for a, b, ok in zip(offsets[:-1], offsets[1:], valid, strict=True)]
     feasts = python_values_to_proto_values(lists, ValueType.INT64_LIST)
     assert any(x == [] for x in lists) and any(x is None for x in lists)
-    assert [g.SerializeToString() for g in got] == [f.SerializeToString() for f in feasts]
+    assert got == [f.SerializeToString() for f in feasts]
 
 
 def test_float_list_wires_are_feasts_bytes() -> None:
