@@ -355,9 +355,6 @@ _SMALL_VARINTS = [_varint(n) for n in range(1 << 14)]  # every length of a list 
 _FLOAT_LIST_TAG = _varint(ValueProto.DESCRIPTOR.fields_by_name["float_list_val"].number << 3 | 2)
 _INT64_LIST_TAG = _varint(ValueProto.DESCRIPTOR.fields_by_name["int64_list_val"].number << 3 | 2)
 _UNIX_TIMESTAMP_TAG = _varint(ValueProto.DESCRIPTOR.fields_by_name["unix_timestamp_val"].number << 3)
-# Feature types whose serialized Value this module builds itself (their value_text is None in
-# Feast's SQL stores: extract_text_and_num gives text to scalar strings, numbers and bools only).
-_WIRE_TYPES = (Array(Float32), Array(Int64), UnixTimestamp)
 
 
 def _length(n: int) -> bytes:
@@ -475,6 +472,8 @@ def _provider_columns(store: FeatureStore, view: str, df: pd.DataFrame | pa.Tabl
     columns: dict[str, ValueColumn] = {}
     for field in fv.features:
         col = table.column(field.name)
+        # only types whose value_text Feast's SQL stores leave NULL (extract_text_and_num gives text to
+        # scalar strings, numbers and bools) are built here as bytes
         wires: list[bytes] | None = None
         if field.dtype in (Array(Float32), Array(Int64)):
             flat, off, valid = _list_offsets(col)
