@@ -145,12 +145,17 @@ def _max_abs_diff(duck: Path, spark: Path, n_tiers: int) -> dict[str, float]:
             "rows_duckdb": len(a), "rows_spark": len(b)}
 
 
-def _ddp(quick: bool) -> dict[str, float]:
-    """DDP figures of :func:`training.distributed.measure_ddp` (1 and 2 processes, one thread each)."""
+def _ddp(quick: bool) -> dict[str, Any]:
+    """DDP figures of :func:`training.distributed.measure_ddp` (1 and 2 processes, one thread each).
+
+    Returns:
+        The three contract keys, and ``ddp_details`` (each round's rates, the median per-round ratio).
+    """
     from training.distributed import measure_ddp
 
     got = measure_ddp(quick)
-    return {k: float(got[k]) for k in ("ddp_samples_per_s_1proc", "ddp_samples_per_s_2proc", "ddp_auc_diff")}
+    keys = ("ddp_samples_per_s_1proc", "ddp_samples_per_s_2proc", "ddp_auc_diff")
+    return {**{k: float(got[k]) for k in keys}, "ddp_details": {k: v for k, v in got.items() if k not in keys}}
 
 
 @contextmanager
@@ -212,14 +217,15 @@ def run(quick: bool) -> dict[str, Any]:
             duck = build_training_set(duck_cfg, duck_store, imps, out / "duckdb.parquet", progress=False)
         parity = _max_abs_diff(out / "duckdb.parquet", out / "spark", duck_cfg.model.n_tiers)
     measured = spark.get("scale", spark["parity"])
+    ddp = _ddp(quick)
     result: dict[str, Any] = {
         "duckdb_rows_per_s": duck.rows_per_s,
         "spark_rows_per_s": measured["rows_per_s"],
         "spark_duckdb_max_abs_diff": parity["max_abs_diff"],
         "spark_peak_rss_gib": measured["peak_rss_gib"],
-        **_ddp(quick),
-        "details": {"quick": quick, "users": users, "items": items, "parity_rows": parity_rows,
-                    "scale_rows": scale_rows, "days": DAYS, "t0": str(T0),
+        **{k: v for k, v in ddp.items() if k != "ddp_details"},
+        "details": {"ddp": ddp["ddp_details"], "quick": quick, "users": users, "items": items,
+                    "parity_rows": parity_rows, "scale_rows": scale_rows, "days": DAYS, "t0": str(T0),
                     "spark_master": spark_cfg.feast.spark.spark_conf().get("spark.master"),
                     "spark_cold_start_s": spark["cold_start_s"], "spark_parity": spark["parity"],
                     "spark_scale": spark.get("scale"), "parity": parity,
@@ -249,5 +255,6 @@ def _print_table(r: dict[str, Any]) -> None:
     print(f"  spark vs duckdb: SimTier max |diff| {r['spark_duckdb_max_abs_diff']:.2e}, "
           f"histories differing {d['parity']['hist_mismatches']}")
     print(f"  DDP samples/s 1 / 2 processes: {_fmt(r['ddp_samples_per_s_1proc'], ',.0f')} / "
-          f"{_fmt(r['ddp_samples_per_s_2proc'], ',.0f')}; AUC diff {_fmt(r['ddp_auc_diff'], '.4f')}"
+          f"{_fmt(r['ddp_samples_per_s_2proc'], ',.0f')} (median of {len(d['ddp']['ddp_rounds'])} rounds; median "
+          f"per-round ratio {d['ddp']['ddp_ratio_median_of_rounds']:.2f}); AUC diff {_fmt(r['ddp_auc_diff'], '.4f')}"
           f"   (1-min load average at the end: {d['loadavg_1m_end']:.1f})")

@@ -266,6 +266,7 @@ class CTRConfig(_Section):
     bootstrap: int = Field(default=200, ge=10)
     lgbm_rounds: int = Field(default=300, ge=1)
     nproc: int = Field(default=1, ge=1)  # data-parallel processes for the torch models (torchrun's WORLD_SIZE wins)
+    ddp_shared_memory: bool = True  # CPU ranks on one host average gradients through /dev/shm (training.shm_allreduce)
 
 
 class ModelConfig(_Section):

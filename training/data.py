@@ -195,6 +195,15 @@ READ_ROWS = 4096  # rows per record batch of the counting passes (bounds their m
 SHUFFLE_BATCHES = 8  # a rank turns this many of its batches at a time into model inputs
 
 
+def _arrow_threads() -> bool:
+    """Whether Arrow should decode on its thread pool.
+
+    Not with one thread: the hand-off to the pool's only thread costs a wake-up and, with every core
+    busy training, a preemption.
+    """
+    return pa.cpu_count() > 1
+
+
 @dataclass(frozen=True)
 class Piece:
     """One row group of one parquet file: the unit ranks share out.
@@ -282,8 +291,9 @@ class ShardStream:
     ``[R r / W, R (r + 1) / W)``: rank row counts differ by at most one, and a piece on a boundary
     is read by the two ranks that share it. A rank reads one piece at a time (its part of one row
     group, columnar) and visits its rows in a random order, turning :data:`SHUFFLE_BATCHES` batches
-    at a time into model inputs: it holds a row group and a few batches, never its shard, and a
-    training set written in one or two large row groups is still shuffled row by row.
+    at a time into model inputs at the same steps on every rank: it holds a row group and a few
+    batches, never its shard, and a training set written in one or two large row groups is still
+    shuffled row by row.
 
     Every rank yields exactly :attr:`steps` batches per epoch (DDP needs every rank in every
     allreduce): a rank one row short of a batch boundary repeats its last row as a one-row batch.
@@ -343,7 +353,7 @@ class ShardStream:
             if n and pos + n > start and pos < stop:
                 piece = self.pieces[k]
                 with pq.ParquetFile(piece.path) as f:
-                    table = f.read_row_group(piece.row_group)
+                    table = f.read_row_group(piece.row_group, use_threads=_arrow_threads())
                 rows = table.filter(pa.array(self.period.mask(table.column("ts").to_pandas())))
                 lo, hi = max(start - pos, 0), min(stop - pos, n)
                 yield rows.slice(lo, hi - lo)
@@ -352,21 +362,33 @@ class ShardStream:
                 return
 
     def _batches(self, order: np.ndarray, gen: torch.Generator) -> Iterator[CTRInputs]:
-        """Full batches in a random order within each part; a part's last rows carry into the next."""
-        chunk = SHUFFLE_BATCHES * self.batch_size
-        carry: pd.DataFrame | None = None
+        """Batches of a random order within each part, built :data:`SHUFFLE_BATCHES` at a time.
+
+        A part's shuffled rows queue behind the previous part's; whenever the queue holds a chunk
+        (``SHUFFLE_BATCHES`` batches) the chunk is built, so every rank builds at the same steps (0,
+        8, 16, ...) whatever its piece boundaries: the conversion, the costly part of reading, runs
+        in lockstep and no rank waits in an allreduce while another builds. The last rows (fewer than
+        a chunk) are built once, as full batches and one short one.
+        """
+        chunk, size = SHUFFLE_BATCHES * self.batch_size, self.batch_size
+        queued: list[pa.Table] = []
+        held = 0
         for part in self._parts(order):
-            perm = torch.randperm(part.num_rows, generator=gen).numpy()
-            for lo in range(0, len(perm), chunk):
-                frame = part.take(pa.array(perm[lo:lo + chunk])).to_pandas()
-                if carry is not None:
-                    frame, carry = pd.concat([carry, frame], ignore_index=True), None
-                full = len(frame) // self.batch_size * self.batch_size
-                if full:
-                    inputs = self.build(frame.iloc[:full])
-                    for b in range(0, full, self.batch_size):
-                        yield inputs.select(slice(b, b + self.batch_size))
-                if full < len(frame):
-                    carry = frame.iloc[full:]
-        if carry is not None:
-            yield self.build(carry.reset_index(drop=True))
+            queued.append(part.take(pa.array(torch.randperm(part.num_rows, generator=gen).numpy())))
+            held += part.num_rows
+            while held >= chunk:
+                rows = pa.concat_tables(queued)
+                inputs = self.build(rows.slice(0, chunk).to_pandas(use_threads=_arrow_threads()))
+                queued, held = [rows.slice(chunk)], held - chunk
+                for b in range(0, chunk, size):
+                    yield inputs.select(slice(b, b + size))
+        if not held:
+            return
+        frame = pa.concat_tables(queued).to_pandas(use_threads=_arrow_threads())
+        full = held // size * size
+        if full:
+            inputs = self.build(frame.iloc[:full])
+            for b in range(0, full, size):
+                yield inputs.select(slice(b, b + size))
+        if full < held:
+            yield self.build(frame.iloc[full:].reset_index(drop=True))

@@ -68,6 +68,7 @@ from training.models.ranker import save_model
 from training.models.registry import MAKE_MODELS
 from training.models.side import SideEncoder
 from training.shard_plan import ShardPlan, plan_shards
+from training.shm_allreduce import register_shared_memory_allreduce
 from training.trainer import (
     EpochBatches,
     Scorer,
@@ -173,18 +174,23 @@ def _on(device: torch.device, epochs: EpochBatches) -> EpochBatches:
     return lambda e: (_to_device(b, device) for b in epochs(e))
 
 
-def _ddp(device: torch.device) -> Callable[[nn.Module], nn.Module]:
-    """The wrapper every schedule trains through: DDP with its defaults.
+def _ddp(device: torch.device, shared_memory: bool) -> Callable[[nn.Module], nn.Module]:
+    """The wrapper every schedule trains through: DDP with its defaults, on one host through shared memory.
 
     Every trainable parameter gets a gradient each step (a frozen MAKE has none to reduce), so no
     unused-parameter search is needed. ``static_graph=True`` was measured slower here: with it the
     2-process loop of :func:`measure_ddp` ran at 54,300 samples/s against 59,100-73,300 with the
-    defaults on a 2-core AMD EPYC VM (``gradient_as_bucket_view`` made no difference).
+    defaults on a 2-core AMD EPYC VM (``gradient_as_bucket_view`` made no difference). With
+    ``shared_memory`` (``model.ctr.ddp_shared_memory``) CPU ranks that all share this host's
+    ``/dev/shm`` average their gradients there (:mod:`training.shm_allreduce`) instead of over gloo.
     """
 
     def wrap(module: nn.Module) -> nn.Module:
         module.to(device)
-        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        if shared_memory and device.type == "cpu":
+            register_shared_memory_allreduce(ddp)
+        return ddp
 
     return wrap
 
@@ -249,7 +255,7 @@ def _train_seed(job: _Job, data: _RankData, seed: int, runs: AblationRuns, devic
     """One seed of the ablation on every rank (the data-parallel twin of ``experiment._train_seed``)."""
     cfg, plan, ctr = job.cfg, job.plan, job.cfg.model.ctr
     rank0 = dist.get_rank() == 0
-    wrap, progress = _ddp(device), job.progress and rank0
+    wrap, progress = _ddp(device, ctr.ddp_shared_memory), job.progress and rank0
 
     def config(name: str, side: SideEncoder | None = plan.side) -> CTRModelConfig:
         return model_config(name, plan.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
@@ -490,7 +496,7 @@ def _bench_rank(rank: int, world: int, port: int, bench: _Bench, result: Path) -
         data = _rank_data(job, rank, world, torch.device("cpu"))
         mc = model_config(bench.model, plan.vocab, id_dim=ctr.id_dim, mlp_hidden=ctr.mlp_hidden,
                           n_tiers=cfg.model.n_tiers, vec_dim=plan.vec_dim, side=plan.side)
-        wrap = _ddp(torch.device("cpu")) if world > 1 else (lambda m: m)  # one process: no DDP at all
+        wrap = _ddp(torch.device("cpu"), ctr.ddp_shared_memory) if world > 1 else (lambda m: m)  # 1: no DDP
         model, log = ctr_schedule(mc, ctr, seed=cfg.model.seed, epochs=data.train(cfg.model.seed), wrap=wrap)
         logs: list[Any] = [None] * world
         dist.all_gather_object(logs, (log.samples, log.seconds))
@@ -509,21 +515,22 @@ def _bench_run(bench: _Bench, world: int, tmp: Path) -> dict[str, float]:
     return out
 
 
-def measure_ddp(quick: bool, rounds: int = 3) -> dict[str, float]:
+def measure_ddp(quick: bool, rounds: int = 5) -> dict[str, Any]:
     """Samples/s of the data-parallel training loop with 1 and 2 processes, and their test-AUC gap.
 
     A seeded synthetic training set (:func:`synthetic_training_set`: 60,000 rows quick, 240,000
     otherwise, four files) trains ``simtier`` (ID tables + DIN attention + SimTier) for 4 epochs,
     batch 4,096 rows (2,048 per rank with 2 processes), once in one process (no DDP) and once on 2
-    DDP ranks over gloo, every process with one thread (torch's and Arrow's pools). Samples/s counts
-    the training loop only (reading and batching the shard included; process start-up with torch's
-    lazy imports, the counting passes and scoring excluded): all rows trained over the slowest
-    rank's loop time. The two runs alternate ``rounds`` times and each figure is the median of its
-    rounds.
+    DDP ranks (gradients averaged as ``model.ctr.ddp_shared_memory`` says: through shared memory on
+    one host), every process with one thread (torch's and Arrow's pools). Samples/s counts the
+    training loop only (reading and batching the shard included; process start-up with torch's lazy
+    imports, the counting passes and scoring excluded): all rows trained over the slowest rank's
+    loop time. The two runs alternate ``rounds`` times and each figure is the median of its rounds.
 
     Returns:
         ``ddp_samples_per_s_1proc``, ``ddp_samples_per_s_2proc`` and ``ddp_auc_diff`` (absolute
-        difference of the two runs' test AUC, same seed and data).
+        difference of the two runs' test AUC, same seed and data); ``ddp_rounds`` (each round's two
+        rates) and ``ddp_ratio_median_of_rounds``.
     """
     from infra.config import load_config
 
@@ -542,9 +549,12 @@ def measure_ddp(quick: bool, rounds: int = 3) -> dict[str, float]:
             twos.append(_bench_run(bench, 2, Path(tmp)))
             logger.info("DDP round %d/%d: 1 process %.0f samples/s, 2 processes %.0f samples/s", k + 1, rounds,
                         ones[-1]["samples_per_s"], twos[-1]["samples_per_s"])
-    return {"ddp_samples_per_s_1proc": float(np.median([r["samples_per_s"] for r in ones])),
-            "ddp_samples_per_s_2proc": float(np.median([r["samples_per_s"] for r in twos])),
-            "ddp_auc_diff": abs(twos[0]["auc"] - ones[0]["auc"])}
+    one_rates, two_rates = [r["samples_per_s"] for r in ones], [r["samples_per_s"] for r in twos]
+    return {"ddp_samples_per_s_1proc": float(np.median(one_rates)),
+            "ddp_samples_per_s_2proc": float(np.median(two_rates)),
+            "ddp_auc_diff": abs(twos[0]["auc"] - ones[0]["auc"]),
+            "ddp_rounds": [{"1proc": a, "2proc": b} for a, b in zip(one_rates, two_rates, strict=True)],
+            "ddp_ratio_median_of_rounds": float(np.median([b / a for a, b in zip(one_rates, two_rates, strict=True)]))}
 
 
 __all__ = ["ShardPlan", "join_group", "measure_ddp", "plan_shards", "rank_zero", "share_from_rank0",

@@ -17,7 +17,7 @@ import pytest
 
 from infra.errors import DatasetError
 from tests.unit.training.fake_market import Market
-from training.data import Period, ShardStream, load_training_set, time_split, training_set_pieces
+from training.data import SHUFFLE_BATCHES, Period, ShardStream, load_training_set, time_split, training_set_pieces
 from training.distributed import synthetic_training_set
 from training.experiment import train_and_evaluate
 from training.models.inputs import IdVocab, ItemVectorLookup, build_inputs
@@ -81,6 +81,35 @@ def test_rank_streams_share_every_row_once_in_equal_steps(market: Market, tmp_pa
         assert len(seen) - len(expected) < world  # at most one padding row per rank
         per_epoch.append(seen)
     assert per_epoch[0] != per_epoch[1]  # each epoch reshuffles
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_rank_builds_its_inputs_at_the_same_steps(market: Market, tmp_path, world: int) -> None:
+    # pieces of uneven sizes put each rank's piece boundaries at different rows; the costly build
+    # must still fall on the same steps everywhere, or a rank waits in the allreduce while another builds
+    frame, vocab, lookup = _row_keyed(market)
+    pieces = training_set_pieces(_write_parts(frame, tmp_path / "parts", files=3, row_group=333))
+    counts = [p.rows for p in pieces]
+    built_at: list[list[int]] = []
+    for rank in range(world):
+        steps, sizes = [0], []
+
+        def build(rows: pd.DataFrame, sizes: list[int] = sizes) -> object:
+            sizes.append(len(rows))
+            return build_inputs(rows, lookup=lookup, vocab=vocab, n_tiers=10, history_len=20)
+
+        stream = ShardStream(pieces, counts, Period(), build, rank=rank, world=world, batch_size=32, seed=5)
+        at = []
+        for _ in stream(0):
+            if len(sizes) > len(at):
+                at.append(steps[0])  # this batch came from a build made just now
+            steps[0] += 1
+        chunks = len(sizes) - 2 if len(sizes) > 1 and sizes[-2] % 32 == 0 and sizes[-1] < 32 else len(sizes) - 1
+        assert all(n == SHUFFLE_BATCHES * 32 for n in sizes[:chunks]), sizes  # whole chunks, then the rest
+        assert sum(sizes[chunks:]) < SHUFFLE_BATCHES * 32
+        built_at.append(at)
+    assert all(at == built_at[0] for at in built_at), built_at
+    assert built_at[0][:3] == [0, SHUFFLE_BATCHES, 2 * SHUFFLE_BATCHES]
 
 
 def test_plan_fits_what_one_process_fits(market: Market, small_cfg, tmp_path) -> None:
