@@ -17,7 +17,9 @@ It is used only where it is safe, decided by every rank together when a model is
   (total store order), which x86-64 guarantees and ARM does not;
 - a ``/dev/shm`` (tmpfs, so local memory, never a network file) that every rank can map, checked by a
   random token rank 0 writes and every other rank must read back: ranks on another host, or in a
-  container without the same ``/dev/shm``, fail the check and the whole group keeps gloo.
+  container without the same ``/dev/shm``, fail the check and the whole group keeps gloo;
+- room in it: the segment's pages are allocated up front (``posix_fallocate``), so a small
+  ``/dev/shm`` (a container's 64 MiB default) means gloo, not a SIGBUS at the first page it cannot back.
 
 A rank waiting for a slower one spins with ``sched_yield`` for about a millisecond, then sleeps in
 50 µs steps; a rank that never arrives raises after the process group's timeout, as a collective would.
@@ -122,6 +124,35 @@ def _trainable_bytes(params: Iterable[nn.Parameter]) -> int:
     return sum(p.numel() * p.element_size() for p in params if p.requires_grad)
 
 
+def _create_segment(nbytes: int) -> tuple[str, bytes] | None:
+    """Rank 0's ``/dev/shm`` file of ``nbytes`` bytes, its pages allocated, ending in a random token.
+
+    None when ``/dev/shm`` lacks the room (a container's default is often 64 MiB): a sparse file
+    would map, then kill the process with SIGBUS on the first page tmpfs cannot back.
+    """
+    try:
+        stat = os.statvfs(SHM_DIR)
+        if stat.f_bavail * stat.f_frsize < 2 * nbytes:  # leave as much again to others
+            logger.info("%s has %d bytes free, %d needed: gradients keep the backend's allreduce", SHM_DIR,
+                        stat.f_bavail * stat.f_frsize, 2 * nbytes)
+            return None
+        fd, path = tempfile.mkstemp(prefix="mmads-ddp-", dir=SHM_DIR)
+    except OSError as exc:
+        logger.info("cannot create a file in %s (%s): gradients keep the backend's allreduce", SHM_DIR, exc)
+        return None
+    token = secrets.token_bytes(_TOKEN)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+        os.pwrite(fd, token, nbytes - _TOKEN)
+    except OSError as exc:
+        os.unlink(path)
+        logger.info("cannot allocate %d bytes in %s (%s): gradients keep the backend's allreduce", nbytes, SHM_DIR, exc)
+        return None
+    finally:
+        os.close(fd)
+    return path, token
+
+
 def _map_segment(nbytes: int) -> torch.Tensor | None:
     """Every rank maps one fresh ``/dev/shm`` file of ``nbytes`` bytes; None on every rank if any cannot.
 
@@ -130,28 +161,22 @@ def _map_segment(nbytes: int) -> torch.Tensor | None:
     the mappings outlive it, and nothing is left behind.
     """
     rank = dist.get_rank()
-    box: list[object] = [None]
+    box: list[tuple[str, bytes] | None] = [None]
     if rank == 0 and os.path.isdir(SHM_DIR) and platform.machine().lower() in ("x86_64", "amd64"):
-        fd, path = tempfile.mkstemp(prefix="mmads-ddp-", dir=SHM_DIR)
-        token = secrets.token_bytes(_TOKEN)
-        os.ftruncate(fd, nbytes + _TOKEN)
-        os.pwrite(fd, token, nbytes)
-        os.close(fd)
-        box[0] = (path, token)
+        box[0] = _create_segment(nbytes + _TOKEN)
     dist.broadcast_object_list(box, src=0)
-    raw: torch.Tensor | None = None
-    if box[0] is not None:
-        path, token = box[0]  # type: ignore[misc]
+    made, raw = box[0], None
+    if made is not None:
         try:
-            mapped = torch.from_file(path, shared=True, size=nbytes + _TOKEN, dtype=torch.uint8)
-            if bytes(mapped[nbytes:].numpy()) == token:
+            mapped = torch.from_file(made[0], shared=True, size=nbytes + _TOKEN, dtype=torch.uint8)
+            if bytes(mapped[nbytes:].numpy()) == made[1]:
                 raw = mapped[:nbytes]
         except (OSError, RuntimeError):
             raw = None
     answers: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(answers, raw is not None)
-    if rank == 0 and box[0] is not None:
-        os.unlink(box[0][0])  # type: ignore[index]
+    if rank == 0 and made is not None:
+        os.unlink(made[0])
     return raw if all(answers) else None
 
 

@@ -115,3 +115,23 @@ def test_without_a_shared_dev_shm_every_rank_keeps_gloo(tmp_path: Path) -> None:
     for grads, _ in ranks:
         for via_gloo, again in zip(grads[False], grads[True], strict=True):
             assert torch.equal(via_gloo, again)  # the same DDP allreduce both times
+
+
+def _map_too_much(rank: int, world: int, port: int, out: Path) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        free = os.statvfs(shm.SHM_DIR).f_bavail * os.statvfs(shm.SHM_DIR).f_frsize
+        (out / f"rank{rank}.pkl").write_bytes(pickle.dumps(shm._map_segment(free + 2**30) is None))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not X86 or not os.path.isdir("/dev/shm"), reason="needs x86-64 and /dev/shm")
+def test_a_segment_larger_than_dev_shm_has_room_for_falls_back_on_every_rank(tmp_path: Path) -> None:
+    before = set(glob.glob("/dev/shm/mmads-ddp-*"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_map_too_much, args=(2, port, tmp_path), nprocs=2, start_method="spawn")
+    assert [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)] == [True, True]
+    assert set(glob.glob("/dev/shm/mmads-ddp-*")) == before
