@@ -145,17 +145,17 @@ def _max_abs_diff(duck: Path, spark: Path, n_tiers: int) -> dict[str, float]:
             "rows_duckdb": len(a), "rows_spark": len(b)}
 
 
-def _ddp(quick: bool) -> dict[str, Any]:
+def _ddp(quick: bool) -> tuple[dict[str, float], dict[str, Any]]:
     """DDP figures of :func:`training.distributed.measure_ddp` (1 and 2 processes, one thread each).
 
     Returns:
-        The three contract keys, and ``ddp_details`` (each round's rates, the median per-round ratio).
+        The three contract keys, and the rest (each round's rates, the median per-round ratio).
     """
     from training.distributed import measure_ddp
 
     got = measure_ddp(quick)
     keys = ("ddp_samples_per_s_1proc", "ddp_samples_per_s_2proc", "ddp_auc_diff")
-    return {**{k: float(got[k]) for k in keys}, "ddp_details": {k: v for k, v in got.items() if k not in keys}}
+    return {k: float(got[k]) for k in keys}, {k: v for k, v in got.items() if k not in keys}
 
 
 @contextmanager
@@ -217,14 +217,14 @@ def run(quick: bool) -> dict[str, Any]:
             duck = build_training_set(duck_cfg, duck_store, imps, out / "duckdb.parquet", progress=False)
         parity = _max_abs_diff(out / "duckdb.parquet", out / "spark", duck_cfg.model.n_tiers)
     measured = spark.get("scale", spark["parity"])
-    ddp = _ddp(quick)
+    ddp, ddp_details = _ddp(quick)
     result: dict[str, Any] = {
         "duckdb_rows_per_s": duck.rows_per_s,
         "spark_rows_per_s": measured["rows_per_s"],
         "spark_duckdb_max_abs_diff": parity["max_abs_diff"],
         "spark_peak_rss_gib": measured["peak_rss_gib"],
-        **{k: v for k, v in ddp.items() if k != "ddp_details"},
-        "details": {"ddp": ddp["ddp_details"], "quick": quick, "users": users, "items": items,
+        **ddp,
+        "details": {"ddp": ddp_details, "quick": quick, "users": users, "items": items,
                     "parity_rows": parity_rows, "scale_rows": scale_rows, "days": DAYS, "t0": str(T0),
                     "spark_master": spark_cfg.feast.spark.spark_conf().get("spark.master"),
                     "spark_cold_start_s": spark["cold_start_s"], "spark_parity": spark["parity"],

@@ -88,11 +88,14 @@ def _rank(rank: int, world: int, port: int, shm_dir: str, out: Path) -> None:
         dist.destroy_process_group()
 
 
-def _two_ranks(tmp_path: Path, shm_dir: str) -> list[tuple[dict[bool, list[torch.Tensor]], bool]]:
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_rank, args=(2, port, shm_dir, tmp_path), nprocs=2, start_method="spawn")
+        return int(s.getsockname()[1])
+
+
+def _two_ranks(tmp_path: Path, shm_dir: str) -> list[tuple[dict[bool, list[torch.Tensor]], bool]]:
+    mp.start_processes(_rank, args=(2, _free_port(), shm_dir, tmp_path), nprocs=2, start_method="spawn")
     return [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
 
 
@@ -129,9 +132,6 @@ def _map_too_much(rank: int, world: int, port: int, out: Path) -> None:
 @pytest.mark.skipif(not X86 or not os.path.isdir("/dev/shm"), reason="needs x86-64 and /dev/shm")
 def test_a_segment_larger_than_dev_shm_has_room_for_falls_back_on_every_rank(tmp_path: Path) -> None:
     before = set(glob.glob("/dev/shm/mmads-ddp-*"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_map_too_much, args=(2, port, tmp_path), nprocs=2, start_method="spawn")
+    mp.start_processes(_map_too_much, args=(2, _free_port(), tmp_path), nprocs=2, start_method="spawn")
     assert [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)] == [True, True]
     assert set(glob.glob("/dev/shm/mmads-ddp-*")) == before
